@@ -1,0 +1,43 @@
+"""`python -m predictor`: load the chosen Chatterbox variants, then serve them with kserve's ModelServer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kserve
+from kserve import logging as kserve_logging
+from kserve.model_server import app as kserve_app
+
+from .config import PredictorSettings
+from .engine.engine import ChatterboxEngine
+from .metrics import record_voice_cache
+from .model import ChatterboxModel
+from .server import add_routes
+from .service import SynthesisService
+
+parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
+parser.add_argument("--model_dir", default="/mnt/models",
+                    help="Weights folder with one sub-folder per variant (MODEL_DIR overrides it)")
+parser.add_argument("--model_name", default=None, help="Ignored: models are named standard, turbo and multilingual")
+args, _ = parser.parse_known_args()
+
+
+def main() -> None:
+    # Offline-first for optional files (e.g. the Chinese table): fail fast instead of hanging on the hub.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings = PredictorSettings.from_env(model_dir=args.model_dir)
+    if args.configure_logging:
+        kserve_logging.configure_logging(args.log_config_file)
+    logging.getLogger().setLevel(settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
+    engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
+    engine.load()
+    service = SynthesisService(engine, settings.max_concurrent_requests)
+    add_routes(kserve_app, service)
+    models = [ChatterboxModel(name, service) for name in engine.variants]
+    kserve.ModelServer().start(models)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The Chatterbox engine: variants loaded once, synthesis that is safe to run from many threads.
+
+`prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
+come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .decode import cfg_speech_tokens, turbo_speech_tokens
+from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
+from .text import split_text
+from .variants import VARIANTS, VariantSpec
+from .voices import BUILTIN_VOICE, ConditionalsCache, VoiceError, VoiceSource, reference_duration
+from .weights import pick_device, resolve_weights
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second at 24 kHz
+SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
+JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
+
+
+class RequestError(ValueError):
+    """Bad input; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class LoadedVariant:
+    spec: VariantSpec
+    model: Any  # the upstream Chatterbox*TTS object; its .conds is only ever the built-in voice
+    lock: threading.Lock  # held per forward pass: upstream modules are not re-entrant
+    backend: Any  # the HF backend wrapping T3 for CFG decoding (None for turbo)
+    punc_norm: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    variant: str
+    pieces: tuple[str, ...]
+    params: SynthesisParams
+    seed: int
+    conds: Any
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    samples: np.ndarray  # float32 mono at 24 kHz
+    index: int
+    speech_tokens: int  # speech tokens behind this chunk
+
+
+class ChatterboxEngine:
+    def __init__(self, settings, on_voice_cache: Callable[[str, bool], None] | None = None):
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.variants: dict[str, LoadedVariant] = {}
+        self.voice_cache = ConditionalsCache(settings.voice_cache_size, on_lookup=on_voice_cache)
+
+    # ---- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        for name in self.settings.variants:
+            started = time.perf_counter()
+            self.variants[name] = self._load_variant(VARIANTS[name])
+            logger.info("%s model loaded on %s in %.1f s", name, self.device, time.perf_counter() - started)
+
+    def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
+        folder = resolve_weights(self.settings.model_dir, spec)
+        module = importlib.import_module(spec.module)
+        model = getattr(module, spec.class_name).from_local(folder, self.device)
+        backend = None
+        if spec.uses_cfg:
+            from chatterbox.models.t3.inference.t3_hf_backend import T3HuggingfaceBackend
+
+            t3 = model.t3
+            if spec.name == "multilingual":
+                # Upstream's alignment analyzer switches the backbone to eager attention with attention
+                # outputs before the first forward pass; do it once here, identically.
+                if getattr(t3.tfmr.config, "_attn_implementation", None) == "sdpa":
+                    t3.tfmr.config._attn_implementation = "eager"
+                t3.tfmr.config.output_attentions = True
+            backend = T3HuggingfaceBackend(
+                config=t3.cfg, llama=t3.tfmr, speech_enc=t3.speech_emb, speech_head=t3.speech_head,
+            )
+        return LoadedVariant(spec=spec, model=model, lock=threading.Lock(), backend=backend,
+                             punc_norm=module.punc_norm)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.variants) == len(self.settings.variants)
+
+    # ---- requests ------------------------------------------------------------------------
+    def prepare(self, variant: str, text: Any, raw_params: Mapping[str, Any], voice: VoiceSource = BUILTIN_VOICE) -> PreparedRequest:
+        """Validate everything and make the voice ready; raises RequestError / ParameterError / VoiceError."""
+        loaded = self.variants.get(variant)
+        if loaded is None:
+            raise RequestError(f"model '{variant}' is not loaded (loaded: {', '.join(self.variants)})", status=404)
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError("text: must be a non-empty string")
+        if len(text) > self.settings.max_text_length:
+            raise RequestError(
+                f"text: {len(text)} characters is over the limit of {self.settings.max_text_length} (MAX_TEXT_LENGTH)",
+                status=413,
+            )
+        unknown = sorted(set(raw_params) - KNOWN_FIELDS)
+        if unknown:
+            raise ParameterError(unknown[0], f"unknown parameter (known: {', '.join(sorted(KNOWN_FIELDS))})")
+        params = parse_params(variant, raw_params, self.settings.max_new_tokens)
+        conds = self._conditionals(loaded, voice)
+        seed = params.seed if params.seed is not None else secrets.randbits(32)
+        return PreparedRequest(variant=variant, pieces=tuple(split_text(text)), params=params, seed=seed, conds=conds)
+
+    def _conditionals(self, loaded: LoadedVariant, voice: VoiceSource):
+        if voice.is_builtin:
+            if loaded.model.conds is None:
+                raise VoiceError(f"the {loaded.spec.name} model has no built-in voice: send a voice or audio_prompt")
+            return loaded.model.conds
+        duration = reference_duration(voice.content)
+        minimum = loaded.spec.min_reference_seconds
+        if duration <= minimum:
+            raise VoiceError(
+                f"reference voice {voice.label} is {duration:.2f} s long; the {loaded.spec.name} model needs more than {minimum:g} s"
+            )
+        if duration < 0.5:
+            raise VoiceError(f"reference voice {voice.label} is {duration:.2f} s long; it needs at least 0.5 s of speech")
+
+        def prepare(path: str):
+            model = loaded.model
+            with loaded.lock, torch.inference_mode():
+                builtin = model.conds
+                try:
+                    model.prepare_conditionals(path, exaggeration=0.5)
+                    return model.conds
+                except Exception as exc:
+                    raise VoiceError(f"reference voice {voice.label} could not be used: {exc}") from None
+                finally:
+                    model.conds = builtin
+
+        return self.voice_cache.get_or_prepare(loaded.spec.name, voice, prepare)
+
+    def chunks(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False) -> Iterator[AudioChunk]:
+        """Yield the audio of each text piece in order; `cancelled` is polled between tokens."""
+        loaded = self.variants[request.variant]
+        generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        t3_cond = self._t3_cond(loaded, request)
+        for index, piece in enumerate(request.pieces):
+            tokens = []
+            for token in self._speech_tokens(loaded, piece, t3_cond, request.params, generator):
+                if cancelled():
+                    return
+                tokens.append(token)
+            speech = torch.tensor([t for t in tokens if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
+            samples = self._vocode(loaded, speech, request.conds, generator)
+            if index < len(request.pieces) - 1:
+                samples = _fade_out(samples, JOIN_FADE_SAMPLES)
+            yield AudioChunk(samples=samples, index=index, speech_tokens=int(speech.numel()))
+
+    def synthesize(self, request: PreparedRequest) -> tuple[np.ndarray, int]:
+        """The whole utterance: (float32 samples at 24 kHz, speech tokens)."""
+        parts = list(self.chunks(request))
+        samples = np.concatenate([c.samples for c in parts]) if parts else np.zeros(0, dtype=np.float32)
+        return samples, sum(c.speech_tokens for c in parts)
+
+    # ---- steps -----------------------------------------------------------------------------
+    def _t3_cond(self, loaded: LoadedVariant, request: PreparedRequest):
+        # The request gets its own copy: T3 caches the prompt embedding on the object it is given.
+        cond = dataclasses.replace(request.conds.t3)
+        if loaded.spec.uses_cfg:
+            exaggeration = request.params.exaggeration
+            if float(exaggeration) != float(cond.emotion_adv[0, 0, 0].item()):
+                cond = type(cond)(
+                    speaker_emb=cond.speaker_emb,
+                    cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
+                    emotion_adv=exaggeration * torch.ones(1, 1, 1),
+                ).to(device=self.device)
+        return cond
+
+    def _speech_tokens(self, loaded: LoadedVariant, piece: str, t3_cond, params: SynthesisParams, generator) -> Iterator[int]:
+        model = loaded.model
+        text = loaded.punc_norm(piece)
+        if loaded.spec.name == "turbo":
+            text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(self.device)
+            return turbo_speech_tokens(model.t3, t3_cond, text_tokens, params, generator, loaded.lock)
+        if loaded.spec.name == "multilingual":
+            text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
+        else:
+            text_tokens = model.tokenizer.text_to_tokens(text)
+        text_tokens = torch.cat([text_tokens, text_tokens], dim=0).to(self.device)  # conditional + unconditional rows
+        hp = model.t3.hp
+        text_tokens = F.pad(F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
+        return cfg_speech_tokens(model.t3, loaded.backend, t3_cond, text_tokens, params, generator, loaded.lock,
+                                 multilingual=loaded.spec.name == "multilingual")
+
+    def _vocode(self, loaded: LoadedVariant, speech: torch.Tensor, conds, generator: torch.Generator) -> np.ndarray:
+        model = loaded.model
+        with loaded.lock, torch.inference_mode():
+            # S3Gen draws its noise from the global RNG: hand it the request's stream (as upstream's
+            # generate() would after seeding), then take the stream back for the next piece.
+            _global_generator(self.device).set_state(generator.get_state())
+            if loaded.spec.name == "turbo":
+                from chatterbox.models.s3gen.const import S3GEN_SIL
+
+                silence = torch.tensor([S3GEN_SIL] * 3, dtype=torch.long, device=self.device)
+                wav, _ = model.s3gen.inference(speech_tokens=torch.cat([speech, silence]), ref_dict=conds.gen,
+                                               n_cfm_timesteps=2)
+            else:
+                wav, _ = model.s3gen.inference(speech_tokens=speech, ref_dict=conds.gen)
+            wav = wav.squeeze(0).detach().cpu().numpy()
+            watermarked = model.watermarker.apply_watermark(wav, sample_rate=SAMPLE_RATE)
+            generator.set_state(_global_generator(self.device).get_state())
+        return np.ascontiguousarray(watermarked, dtype=np.float32)
+
+
+def _global_generator(device: str) -> torch.Generator:
+    if device == "cuda":
+        return torch.cuda.default_generators[torch.cuda.current_device()]
+    return torch.default_generator
+
+
+def _fade_out(samples: np.ndarray, length: int) -> np.ndarray:
+    length = min(length, len(samples))
+    if length == 0:
+        return samples
+    out = samples.copy()
+    out[-length:] *= (0.5 * (1 + np.cos(np.linspace(0, np.pi, length)))).astype(np.float32)
+    return out

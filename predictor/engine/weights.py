@@ -1,0 +1,84 @@
+"""Finding each variant's weights: a local folder (KServe's /mnt/models or MODEL_DIR), else the Hugging Face hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .variants import VariantSpec
+
+logger = logging.getLogger(__name__)
+
+# Files fetched from the hub per variant; optional ones (the built-in voice, the Chinese table) may be absent.
+HUB_PATTERNS = {
+    "standard": ["ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"],
+    "turbo": ["*.safetensors", "*.json", "*.txt", "*.pt", "*.model"],
+    "multilingual": ["ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json",
+                     "conds.pt", "Cangjie5_TC.json"],
+}
+
+
+class WeightsNotFound(RuntimeError):
+    pass
+
+
+def _has_weights(folder: Path, spec: VariantSpec) -> bool:
+    return all((folder / name).is_file() for name in spec.required_files)
+
+
+def find_local_weights(model_dir: str | None, spec: VariantSpec) -> Path | None:
+    """`model_dir/<variant>/` (one sub-folder per variant), or `model_dir` itself holding one variant."""
+    if not model_dir:
+        return None
+    root = Path(model_dir)
+    for folder in (root / spec.name, root):
+        if folder.is_dir() and _has_weights(folder, spec):
+            return folder
+    return None
+
+
+def download_weights(spec: VariantSpec) -> Path:
+    """Fetch from the hub into HF_HOME's cache (a no-op when already cached)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id=spec.hub_repo, allow_patterns=HUB_PATTERNS[spec.name]))
+    except Exception as exc:  # offline, gated, or a broken cache: all end the same way for the operator
+        raise WeightsNotFound(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not _has_weights(folder, spec):
+        raise WeightsNotFound(f"{spec.hub_repo} did not provide {', '.join(spec.required_files)}")
+    return folder
+
+
+def resolve_weights(model_dir: str | None, spec: VariantSpec) -> Path:
+    local = find_local_weights(model_dir, spec)
+    if local is not None:
+        logger.info("%s: loading weights from %s", spec.name, local)
+        return local
+    logger.info("%s: no weights under %s; downloading %s from the Hugging Face hub", spec.name, model_dir, spec.hub_repo)
+    try:
+        return download_weights(spec)
+    except WeightsNotFound as exc:
+        raise SystemExit(
+            f"error: no weights for the {spec.name} model: none in MODEL_DIR/--model_dir ({model_dir or 'unset'}: "
+            f"expected {spec.name}/ with {', '.join(spec.required_files)}) and the download of {spec.hub_repo} "
+            f"from the Hugging Face hub failed ({exc}). Set MODEL_DIR to a folder of weights "
+            f"(`make random-weights OUT=DIR` writes test ones), or give the pod network access to huggingface.co "
+            f"(HF_HOME for the cache, HF_TOKEN if needed)."
+        ) from None
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: DEVICE=cuda but no CUDA device is available (use DEVICE=auto or cpu)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit("error: DEVICE=mps but MPS is not available (use DEVICE=auto or cpu)")
+    return requested

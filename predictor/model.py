@@ -1,0 +1,108 @@
+"""The KServe model: one instance per loaded variant, answering V2 infer over REST and gRPC."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+from kserve import InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput
+
+from .engine.engine import SAMPLE_RATE
+from .service import StreamSummary, SynthesisError, SynthesisService
+
+_GRPC_CODES = {400: StatusCode.INVALID_ARGUMENT, 404: StatusCode.NOT_FOUND, 413: StatusCode.OUT_OF_RANGE,
+               429: StatusCode.RESOURCE_EXHAUSTED, 503: StatusCode.UNAVAILABLE}
+
+
+class PredictorError(GrpcException):
+    """Raised out of predict(): kserve's gRPC interceptor maps GrpcException codes itself, and the
+    REST app gets a handler for this class (see server.py) that answers with `http_status`."""
+
+    def __init__(self, message: str, http_status: int):
+        super().__init__(details=message, status_code=_GRPC_CODES.get(http_status, StatusCode.INVALID_ARGUMENT))
+        self.http_status = http_status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def parameter_values(parameters: Any) -> dict[str, Any]:
+    """Plain values from REST parameters (a dict) or gRPC ones (InferParameter messages)."""
+    values: dict[str, Any] = {}
+    for name, value in (parameters or {}).items():
+        if hasattr(value, "WhichOneof"):
+            choice = value.WhichOneof("parameter_choice")
+            value = getattr(value, choice) if choice else None
+        values[name] = value
+    return values
+
+
+def _single_bytes(request: InferRequest, name: str, required: bool) -> Optional[bytes]:
+    tensor = request.get_input_by_name(name)
+    if tensor is None:
+        if required:
+            raise InvalidInput(f"input '{name}' is required (BYTES, shape [1])")
+        return None
+    if tensor.datatype != "BYTES":
+        raise InvalidInput(f"input '{name}' must have datatype BYTES, got {tensor.datatype}")
+    data = tensor.as_numpy().reshape(-1)
+    if data.size != 1:
+        raise InvalidInput(f"input '{name}' must have shape [1], got {list(tensor.shape)}")
+    value = data[0]
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+class ChatterboxModel(Model):
+    def __init__(self, name: str, service: SynthesisService):
+        super().__init__(name)
+        self.service = service
+        self.ready = name in service.engine.variants
+
+    def load(self) -> bool:
+        # The engine loads every variant up front (ChatterboxEngine.load); a model is ready once its variant is in.
+        self.ready = self.name in self.service.engine.variants
+        return self.ready
+
+    async def predict(
+        self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None, response_headers: Dict[str, str] = None,
+    ) -> InferResponse:
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput("expected a V2 inference request with a 'text' BYTES input")
+        text_bytes = _single_bytes(payload, "text", required=True)
+        try:
+            text = text_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("input 'text' is not valid UTF-8") from None
+        audio_prompt = _single_bytes(payload, "audio_prompt", required=False)
+        params = parameter_values(payload.parameters)
+        params.pop("binary_data_output", None)  # kserve's own REST switch, not a synthesis parameter
+        summary = StreamSummary()
+        parts: list[np.ndarray] = []
+        try:
+            async for chunk in self.service.stream(self.name, text, params, audio_prompt, summary=summary):
+                parts.append(chunk.samples)
+        except SynthesisError as exc:
+            raise PredictorError(exc.message, exc.status) from None
+        audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+        output = InferOutput(name="audio", shape=[int(audio.size)], datatype="FP32")
+        output.set_data_from_numpy(audio, binary_data=False)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=[output],
+            parameters={
+                "sample_rate": SAMPLE_RATE,
+                "speech_tokens": summary.speech_tokens,
+                "duration_seconds": str(round(summary.duration_seconds, 6)),
+                "seed": summary.seed,
+            },
+            from_grpc=payload.from_grpc,
+            requested_outputs=payload.request_outputs,
+            use_binary_outputs=payload.use_binary_outputs,
+        )

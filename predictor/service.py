@@ -1,0 +1,147 @@
+"""What every transport shares: admission (bounded work in flight), voice choice, running the engine
+off the event loop, cancellation, and metrics. The V2 model and the streaming route sit on top."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+from . import metrics
+from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
+from .engine.params import ParameterError
+from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
+
+logger = logging.getLogger(__name__)
+
+
+class SynthesisError(Exception):
+    """An error for the client: `status` is the HTTP status (gRPC maps it in the model)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class StreamSummary:
+    chunks: int = 0
+    samples: int = 0
+    speech_tokens: int = 0
+    seed: int | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+class SynthesisService:
+    def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int):
+        self.engine = engine
+        self.capacity = max_concurrent_requests
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def _admit(self, model: str) -> None:
+        with self._lock:
+            if self._in_flight >= self.capacity:
+                metrics.REQUESTS.labels(model=model, outcome="rejected_busy").inc()
+                raise SynthesisError(
+                    f"server busy: {self.capacity} synthesis requests already in flight (MAX_CONCURRENT_REQUESTS); retry shortly",
+                    status=429,
+                )
+            self._in_flight += 1
+        metrics.IN_FLIGHT.labels(model=model).inc()
+
+    def _release(self, model: str) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        metrics.IN_FLIGHT.labels(model=model).dec()
+
+    async def stream(
+        self, model: str, text: Any, raw_params: Mapping[str, Any], audio_prompt: bytes | None = None,
+        summary: StreamSummary | None = None,
+    ) -> AsyncIterator[AudioChunk]:
+        """Yield audio chunks in order. Errors before the first chunk are SynthesisError (4xx/429)."""
+        started = time.perf_counter()
+        summary = summary if summary is not None else StreamSummary()
+        if model not in self.engine.variants:
+            raise SynthesisError(f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})", 404)
+        self._admit(model)
+        cancelled = threading.Event()
+        iterator = None
+        pending: asyncio.Future | None = None
+        outcome = "error"
+        try:
+            request = await asyncio.to_thread(self._prepare, model, text, dict(raw_params), audio_prompt)
+            summary.seed = request.seed
+            iterator = self.engine.chunks(request, cancelled=cancelled.is_set)
+            last = None
+            while True:
+                pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, None))
+                chunk = await pending
+                pending = None
+                if chunk is None:
+                    break
+                now = time.perf_counter()
+                if last is None:
+                    metrics.TIME_TO_FIRST_AUDIO.labels(model=model).observe(now - started)
+                else:
+                    metrics.INTER_CHUNK_GAP.labels(model=model).observe(now - last)
+                last = now
+                summary.chunks += 1
+                summary.samples += len(chunk.samples)
+                summary.speech_tokens += chunk.speech_tokens
+                yield chunk
+            outcome = "ok"
+            elapsed = time.perf_counter() - started
+            metrics.AUDIO_SECONDS.labels(model=model).inc(summary.duration_seconds)
+            metrics.SPEECH_TOKENS.labels(model=model).inc(summary.speech_tokens)
+            if summary.samples:
+                metrics.REAL_TIME_FACTOR.labels(model=model).observe(elapsed / summary.duration_seconds)
+        except SynthesisError:
+            outcome = "bad_request"
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        finally:
+            cancelled.set()
+            metrics.REQUESTS.labels(model=model, outcome=outcome).inc()
+            self._finish(model, iterator, pending)
+
+    def _finish(self, model: str, iterator, pending: asyncio.Future | None) -> None:
+        """Stop the engine and free the slot, once the step running in a worker thread (if any) returns."""
+
+        def close(_=None):
+            if iterator is not None:
+                iterator.close()
+            self._release(model)
+
+        if pending is not None and not pending.done():
+            pending.add_done_callback(close)
+        else:
+            close()
+
+    def _prepare(self, model: str, text: Any, raw_params: dict, audio_prompt: bytes | None):
+        try:
+            voice_name = raw_params.pop("voice", None)
+            if voice_name is not None and audio_prompt is not None:
+                raise SynthesisError("send either the voice parameter or the audio_prompt input, not both", 400)
+            if audio_prompt is not None:
+                voice = voice_from_bytes(audio_prompt)
+            elif voice_name not in (None, ""):
+                if not isinstance(voice_name, str):
+                    raise SynthesisError("voice: must be a file name in the voice folder", 400)
+                voice = voice_from_folder(self.engine.settings.voices_dir, voice_name)
+            else:
+                voice = BUILTIN_VOICE
+            return self.engine.prepare(model, text, raw_params, voice)
+        except (ParameterError, VoiceError) as exc:
+            raise SynthesisError(str(exc), 400) from None
+        except RequestError as exc:
+            raise SynthesisError(str(exc), exc.status) from None
