@@ -20,7 +20,6 @@ from .service import SynthesisService
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
 parser.add_argument("--model_dir", default="/mnt/models",
                     help="Weights folder with one sub-folder per variant (MODEL_DIR overrides it)")
-parser.add_argument("--model_name", default=None, help="Ignored: models are named standard, turbo and multilingual")
 args, _ = parser.parse_known_args()
 
 

@@ -64,6 +64,15 @@ class ChatterboxModel(Model):
         self.service = service
         self.ready = name in service.engine.variants
 
+    def get_input_types(self) -> list[dict]:
+        return [
+            {"name": "text", "datatype": "BYTES", "shape": [1]},
+            {"name": "audio_prompt", "datatype": "BYTES", "shape": [1], "optional": True},
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": "audio", "datatype": "FP32", "shape": [-1]}]
+
     def load(self) -> bool:
         # The engine loads every variant up front (ChatterboxEngine.load); a model is ready once its variant is in.
         self.ready = self.name in self.service.engine.variants

@@ -83,6 +83,8 @@ class ChatterboxEngine:
 
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
         folder = resolve_weights(self.settings.model_dir, spec)
+        if spec.name == "multilingual":
+            _tolerate_missing_chinese_segmenter()
         module = importlib.import_module(spec.module)
         model = getattr(module, spec.class_name).from_local(folder, self.device)
         backend = None
@@ -226,6 +228,28 @@ class ChatterboxEngine:
             watermarked = model.watermarker.apply_watermark(wav, sample_rate=SAMPLE_RATE)
             generator.set_state(_global_generator(self.device).get_state())
         return np.ascontiguousarray(watermarked, dtype=np.float32)
+
+
+def _tolerate_missing_chinese_segmenter() -> None:
+    """Upstream's multilingual tokenizer downloads a Chinese word segmenter model (spacy_pkuseg) when
+    it is built and only survives an ImportError; offline, the ConnectionError would stop the whole
+    model from loading. Degrade to unsegmented Chinese instead, with a warning, as upstream does for
+    a missing package."""
+    from chatterbox.models.tokenizers.tokenizer import ChineseCangjieConverter
+
+    original = ChineseCangjieConverter._init_segmenter
+    if getattr(original, "_tolerant", False):
+        return
+
+    def init_segmenter(self):
+        try:
+            original(self)
+        except Exception as exc:
+            logger.warning("Chinese word segmentation disabled (spacy_pkuseg model unavailable: %s)", exc)
+            self.segmenter = None
+
+    init_segmenter._tolerant = True
+    ChineseCangjieConverter._init_segmenter = init_segmenter
 
 
 def _global_generator(device: str) -> torch.Generator:

@@ -1,0 +1,53 @@
+"""Starting and stopping the real server processes that tests talk to."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ManagedProcess:
+    def __init__(self, args, env, cwd, name: str):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as handle:
+            return handle.read()
+
+    def wait_http(self, url: str, timeout: float, expect_status: int = 200) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-4000:]}")
+            try:
+                if requests.get(url, timeout=2).status_code == expect_status:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"{self.name} did not answer {url} in {timeout} s:\n{self.output()[-4000:]}")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
