@@ -13,7 +13,7 @@ from kserve.model_server import app as kserve_app
 from .config import PredictorSettings
 from .engine.engine import ChatterboxEngine
 from .metrics import record_voice_cache
-from .model import ChatterboxModel
+from .model import ChatterboxModel, tolerate_binary_bytes_inputs
 from .server import add_routes
 from .service import SynthesisService
 
@@ -33,6 +33,7 @@ def main() -> None:
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
     engine.load()
     service = SynthesisService(engine, settings.max_concurrent_requests)
+    tolerate_binary_bytes_inputs()
     add_routes(kserve_app, service)
     models = [ChatterboxModel(name, service) for name in engine.variants]
     kserve.ModelServer().start(models)

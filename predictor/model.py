@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from typing import Any, Dict, Optional, Union
 
@@ -43,7 +45,8 @@ def parameter_values(parameters: Any) -> dict[str, Any]:
     return values
 
 
-def _single_bytes(request: InferRequest, name: str, required: bool) -> Optional[bytes]:
+def _single_element(request: InferRequest, name: str, required: bool) -> Optional[bytes | str]:
+    """The one element of a BYTES input: `bytes` over gRPC, `str` when it came as JSON text over REST."""
     tensor = request.get_input_by_name(name)
     if tensor is None:
         if required:
@@ -55,7 +58,41 @@ def _single_bytes(request: InferRequest, name: str, required: bool) -> Optional[
     if data.size != 1:
         raise InvalidInput(f"input '{name}' must have shape [1], got {list(tensor.shape)}")
     value = data[0]
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return value if isinstance(value, str) else bytes(value)
+
+
+def _audio_prompt(request: InferRequest) -> Optional[bytes]:
+    """Raw file bytes over gRPC; over REST, base64 text (JSON strings cannot hold arbitrary bytes,
+    and kserve 0.21 turns binary-extension BYTES back into UTF-8 strings)."""
+    value = _single_element(request, "audio_prompt", required=False)
+    if not isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("input 'audio_prompt' sent as text must be the base64 of an audio file") from None
+
+
+def tolerate_binary_bytes_inputs() -> None:
+    """kserve 0.21 answers a binary-extension BYTES input that is not UTF-8 with a 500 carrying the
+    whole payload. It is the client's input that is wrong for REST, so answer 400 with a short reason."""
+    from kserve.errors import InferenceError
+    from kserve.protocol.dataplane import DataPlane
+
+    original = DataPlane.decode_inference_request
+    if getattr(original, "_tolerant", False):
+        return
+
+    def decode_inference_request(self, body, headers, model_name):
+        try:
+            return original(self, body, headers, model_name)
+        except InferenceError:
+            raise InvalidInput(
+                "a BYTES input is not valid UTF-8: over REST send audio_prompt as base64 text (or use gRPC for raw bytes)"
+            ) from None
+
+    decode_inference_request._tolerant = True
+    DataPlane.decode_inference_request = decode_inference_request
 
 
 class ChatterboxModel(Model):
@@ -83,12 +120,13 @@ class ChatterboxModel(Model):
     ) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput("expected a V2 inference request with a 'text' BYTES input")
-        text_bytes = _single_bytes(payload, "text", required=True)
-        try:
-            text = text_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput("input 'text' is not valid UTF-8") from None
-        audio_prompt = _single_bytes(payload, "audio_prompt", required=False)
+        text = _single_element(payload, "text", required=True)
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("input 'text' is not valid UTF-8") from None
+        audio_prompt = _audio_prompt(payload)
         params = parameter_values(payload.parameters)
         params.pop("binary_data_output", None)  # kserve's own REST switch, not a synthesis parameter
         summary = StreamSummary()

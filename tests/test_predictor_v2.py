@@ -4,9 +4,12 @@ running the real chatterbox code on random-weight checkpoints."""
 
 from __future__ import annotations
 
-import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,20 +80,15 @@ def test_tritonclient_grpc_with_string_numbers_and_audio_prompt(predictor, voice
 
 
 def test_kserve_inference_rest_client(predictor):
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
-    async def call():
-        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=600))
-        text = InferInput(name="text", shape=[1], datatype="BYTES", data=["Kserve's own client."])
-        request = InferRequest(model_name="standard", infer_inputs=[text], parameters={"max_new_tokens": 3, "seed": 1})
-        try:
-            return await client.infer(predictor.http_url, request, model_name="standard")
-        finally:
-            await client.close()
-
-    response = asyncio.run(call())
-    audio = response.outputs[0].as_numpy()
-    assert audio.size == SAMPLES_PER_TOKEN * response.parameters["speech_tokens"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.kserve_client_call", predictor.http_url, "standard", "Kserve's own client.",
+         json.dumps({"max_new_tokens": 3, "seed": 1})],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["dtype"] == "float32"
+    assert result["samples"] == SAMPLES_PER_TOKEN * result["parameters"]["speech_tokens"]
 
 
 def test_same_seed_same_output_and_builtin_voice(predictor):
@@ -132,6 +130,12 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(predictor, model,
 def test_bad_audio_prompts(predictor):
     error = _error(lambda: http_infer(predictor.http_url, "standard", "Hi.", FEW_TOKENS, audio_prompt=b"not audio at all"))
     assert error.status() == "400" and "not a readable audio file" in error.message()
+    with pytest.raises(InferenceServerException) as raw_bytes:
+        grpc_infer(predictor.grpc_url, "standard", "Hi.", FEW_TOKENS, audio_prompt=b"\xff\xfe not audio")
+    assert "INVALID_ARGUMENT" in str(raw_bytes.value.status()) and "not a readable audio file" in raw_bytes.value.message()
+    # Raw (non-UTF-8) bytes through REST's binary extension: a 400 that says what to do, not kserve's 500.
+    error = _error(lambda: http_infer(predictor.http_url, "standard", b"\xff\xfe", FEW_TOKENS, binary=True))
+    assert error.status() == "400" and "base64" in error.message()
     with pytest.raises(InferenceServerException) as grpc_error:
         grpc_infer(predictor.grpc_url, "standard", "", FEW_TOKENS)
     assert "INVALID_ARGUMENT" in str(grpc_error.value.status())

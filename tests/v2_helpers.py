@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -18,8 +20,9 @@ def http_infer(url: str, model: str, text: str | bytes, parameters: dict | None 
                                    binary_data=binary)
     inputs.append(text_input)
     if audio_prompt is not None:
+        # Over REST the file travels as base64 text (see docs/predictor-api.md).
         prompt = httpclient.InferInput("audio_prompt", [1], "BYTES")
-        prompt.set_data_from_numpy(np.array([audio_prompt], dtype=object), binary_data=binary)
+        prompt.set_data_from_numpy(np.array([base64.b64encode(audio_prompt)], dtype=object), binary_data=binary)
         inputs.append(prompt)
     outputs = [httpclient.InferRequestedOutput("audio", binary_data=binary)]
     # tritonclient sends no Content-Type; kserve needs it for an all-JSON body.
