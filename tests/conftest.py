@@ -12,6 +12,8 @@ import pytest
 from .processes import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests never reach the hub: fail fast on optional downloads (the multilingual Chinese table).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

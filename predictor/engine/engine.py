@@ -84,7 +84,7 @@ class ChatterboxEngine:
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
         folder = resolve_weights(self.settings.model_dir, spec)
         if spec.name == "multilingual":
-            _tolerate_missing_chinese_segmenter()
+            tolerate_missing_chinese_segmenter()
         module = importlib.import_module(spec.module)
         model = getattr(module, spec.class_name).from_local(folder, self.device)
         backend = None
@@ -230,7 +230,7 @@ class ChatterboxEngine:
         return np.ascontiguousarray(watermarked, dtype=np.float32)
 
 
-def _tolerate_missing_chinese_segmenter() -> None:
+def tolerate_missing_chinese_segmenter() -> None:
     """Upstream's multilingual tokenizer downloads a Chinese word segmenter model (spacy_pkuseg) when
     it is built and only survives an ImportError; offline, the ConnectionError would stop the whole
     model from loading. Degrade to unsegmented Chinese instead, with a warning, as upstream does for

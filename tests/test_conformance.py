@@ -1,0 +1,94 @@
+"""Conformance: for the same seed, parameters, weights and token cap, the predictor's audio equals,
+sample for sample, what chatterbox's own generate() produces when called the way users call it
+(voice as audio_prompt_path). The only change to upstream is the token cap, which upstream hard-codes.
+Also: two concurrent requests with different voices each get exactly what they get alone."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.engine.engine import tolerate_missing_chinese_segmenter
+from predictor.engine.variants import VARIANTS
+
+from .v2_helpers import http_infer
+
+pytestmark = pytest.mark.slow
+CAP = 5
+
+
+def upstream_generate(model, variant: str, text: str, cap: int, **kwargs) -> np.ndarray:
+    """Upstream generate() with only the token cap changed (it is hard-coded to 1000 upstream)."""
+    if variant == "turbo":
+        original = model.t3.inference_turbo
+        # inference_turbo samples one token before its loop of max_gen_len steps
+        model.t3.inference_turbo = lambda *a, **kw: original(*a, **{**kw, "max_gen_len": cap - 1})
+    else:
+        original = model.t3.inference
+        model.t3.inference = lambda *a, **kw: original(*a, **{**kw, "max_new_tokens": cap})
+    try:
+        return model.generate(text, **kwargs).squeeze(0).numpy()
+    finally:
+        if variant == "turbo":
+            model.t3.inference_turbo = original
+        else:
+            model.t3.inference = original
+
+
+CASES = {
+    "standard": {"exaggeration": 0.8, "cfg_weight": 0.4, "temperature": 0.7, "top_p": 0.9, "min_p": 0.1,
+                 "repetition_penalty": 1.3},
+    "turbo": {"temperature": 0.9, "top_p": 0.8, "top_k": 50, "repetition_penalty": 1.1},
+    "multilingual": {"exaggeration": 0.3, "cfg_weight": 0.6, "temperature": 0.75, "top_p": 0.95, "min_p": 0.02,
+                     "repetition_penalty": 1.8, "language_id": "fr"},
+}
+
+
+@pytest.mark.parametrize("variant", ["standard", "turbo", "multilingual"])
+def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, variant):
+    spec = VARIANTS[variant]
+    tolerate_missing_chinese_segmenter()  # the same offline allowance the predictor makes
+    cls = getattr(importlib.import_module(spec.module), spec.class_name)
+    model = cls.from_local(weights_dir / variant, "cpu")
+    params = CASES[variant]
+    text = "Bonjour tout le monde." if variant == "multilingual" else "Hello world, this is a test."
+    try:
+        torch.manual_seed(1234)
+        expected = upstream_generate(model, variant, text, CAP, audio_prompt_path=str(voices_dir / "alice.wav"), **params)
+    finally:
+        del model
+        gc.collect()
+    ours = http_infer(predictor.http_url, variant, text, {**params, "voice": "alice.wav", "seed": 1234,
+                                                          "max_new_tokens": CAP}).as_numpy("audio")
+    assert ours.shape == expected.shape
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predictor):
+    requests_ = {
+        "alice": ("The first voice speaks.", {"voice": "alice.wav", "seed": 1, "max_new_tokens": 8}),
+        "bob": ("A second voice answers.", {"voice": "bob.wav", "seed": 2, "max_new_tokens": 8, "exaggeration": 1.2}),
+    }
+    alone = {name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+             for name, (text, params) in requests_.items()}
+    together: dict[str, np.ndarray] = {}
+    barrier = threading.Barrier(len(requests_))
+
+    def run(name: str) -> None:
+        text, params = requests_[name]
+        barrier.wait()
+        together[name] = http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in requests_]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in requests_:
+        np.testing.assert_array_equal(together[name], alone[name])
+    assert not np.array_equal(alone["alice"][:1000], alone["bob"][:1000])
