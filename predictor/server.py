@@ -60,7 +60,8 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             except (binascii.Error, ValueError):
                 raise PredictorError("audio_prompt_b64: not valid base64", 400) from None
         summary = StreamSummary()
-        chunks = service.stream(model_name, body.text_input, body.parameters, audio_prompt, summary=summary)
+        chunks = service.stream(model_name, body.text_input, body.parameters, audio_prompt, summary=summary,
+                                incremental=True)
         try:
             first = await anext(chunks, None)
         except SynthesisError as exc:

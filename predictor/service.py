@@ -64,9 +64,10 @@ class SynthesisService:
 
     async def stream(
         self, model: str, text: Any, raw_params: Mapping[str, Any], audio_prompt: bytes | None = None,
-        summary: StreamSummary | None = None,
+        summary: StreamSummary | None = None, incremental: bool = False,
     ) -> AsyncIterator[AudioChunk]:
-        """Yield audio chunks in order. Errors before the first chunk are SynthesisError (4xx/429)."""
+        """Yield audio chunks in order: per text piece, or with `incremental` as tokens arrive.
+        Errors before the first chunk are SynthesisError (4xx/429)."""
         started = time.perf_counter()
         summary = summary if summary is not None else StreamSummary()
         if model not in self.engine.variants:
@@ -79,7 +80,7 @@ class SynthesisService:
         try:
             request = await asyncio.to_thread(self._prepare, model, text, dict(raw_params), audio_prompt)
             summary.seed = request.seed
-            iterator = self.engine.chunks(request, cancelled=cancelled.is_set)
+            iterator = self.engine.chunks(request, cancelled=cancelled.is_set, stream=incremental)
             last = None
             while True:
                 pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, None))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .decode import cfg_speech_tokens, turbo_speech_tokens
+from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .text import split_text
 from .variants import VARIANTS, VariantSpec
@@ -157,22 +158,60 @@ class ChatterboxEngine:
 
         return self.voice_cache.get_or_prepare(loaded.spec.name, voice, prepare)
 
-    def chunks(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False) -> Iterator[AudioChunk]:
-        """Yield the audio of each text piece in order; `cancelled` is polled between tokens."""
+    def chunks(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False,
+               stream: bool = False) -> Iterator[AudioChunk]:
+        """Yield audio in order; `cancelled` is polled between tokens.
+
+        Without `stream`, one chunk per text piece, each exactly what upstream's generate() makes.
+        With `stream`, chunks follow the token schedule (STREAM_CHUNK_TOKENS) within each piece.
+        Either way the speech tokens are the same: T3 samples from its own generator, which the
+        vocoder never advances.
+        """
         loaded = self.variants[request.variant]
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         t3_cond = self._t3_cond(loaded, request)
-        for index, piece in enumerate(request.pieces):
-            tokens = []
-            for token in self._speech_tokens(loaded, piece, t3_cond, request.params, generator):
-                if cancelled():
-                    return
-                tokens.append(token)
-            speech = torch.tensor([t for t in tokens if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
-            samples = self._vocode(loaded, speech, request.conds, generator)
-            if index < len(request.pieces) - 1:
-                samples = _fade_out(samples, JOIN_FADE_SAMPLES)
-            yield AudioChunk(samples=samples, index=index, speech_tokens=int(speech.numel()))
+        index = 0
+        for piece_index, piece in enumerate(request.pieces):
+            last_piece = piece_index == len(request.pieces) - 1
+            tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator)
+            parts = (self._stream_piece(loaded, request, piece_index, tokens, cancelled) if stream
+                     else self._whole_piece(loaded, request, tokens, generator, cancelled))
+            previous: tuple[np.ndarray, int] | None = None
+            for part in parts:
+                if previous is not None:
+                    yield AudioChunk(samples=previous[0], index=index, speech_tokens=previous[1])
+                    index += 1
+                previous = part
+            if previous is None or cancelled():
+                return
+            samples = previous[0] if last_piece else _fade_out(previous[0], JOIN_FADE_SAMPLES)
+            yield AudioChunk(samples=samples, index=index, speech_tokens=previous[1])
+            index += 1
+
+    def _whole_piece(self, loaded: LoadedVariant, request: PreparedRequest, tokens: Iterator[int],
+                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int]]:
+        collected = []
+        for token in tokens:
+            if cancelled():
+                return
+            collected.append(token)
+        speech = torch.tensor([t for t in collected if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
+        yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel())
+
+    def _stream_piece(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int,
+                      tokens: Iterator[int], cancelled) -> Iterator[tuple[np.ndarray, int]]:
+        vocoder = self.chunked_vocoder(loaded, request, piece_index)
+        watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE, loaded.lock)
+        yield from stream_piece(tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE,
+                                cancelled)
+
+    def chunked_vocoder(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int) -> ChunkedVocoder:
+        from chatterbox.models.s3gen.const import S3GEN_SIL
+
+        turbo = loaded.spec.name == "turbo"
+        return ChunkedVocoder(loaded.model.s3gen, request.conds.gen, loaded.lock,
+                              noise_seed=(request.seed * 1_000_003 + piece_index) % 2**63,
+                              meanflow=turbo, silence_token=S3GEN_SIL if turbo else None)
 
     def synthesize(self, request: PreparedRequest) -> tuple[np.ndarray, int]:
         """The whole utterance: (float32 samples at 24 kHz, speech tokens)."""
@@ -213,8 +252,8 @@ class ChatterboxEngine:
     def _vocode(self, loaded: LoadedVariant, speech: torch.Tensor, conds, generator: torch.Generator) -> np.ndarray:
         model = loaded.model
         with loaded.lock, torch.inference_mode():
-            # S3Gen draws its noise from the global RNG: hand it the request's stream (as upstream's
-            # generate() would after seeding), then take the stream back for the next piece.
+            # S3Gen draws its noise from the global RNG: give it the request's stream where T3 left
+            # it, as upstream's generate() does after seeding (T3's own generator is not advanced).
             _global_generator(self.device).set_state(generator.get_state())
             if loaded.spec.name == "turbo":
                 from chatterbox.models.s3gen.const import S3GEN_SIL
@@ -226,7 +265,6 @@ class ChatterboxEngine:
                 wav, _ = model.s3gen.inference(speech_tokens=speech, ref_dict=conds.gen)
             wav = wav.squeeze(0).detach().cpu().numpy()
             watermarked = model.watermarker.apply_watermark(wav, sample_rate=SAMPLE_RATE)
-            generator.set_state(_global_generator(self.device).get_state())
         return np.ascontiguousarray(watermarked, dtype=np.float32)
 
 
