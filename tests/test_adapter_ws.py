@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -24,11 +25,12 @@ def receive(ws, timeout: float = 15) -> dict:
     return json.loads(ws.recv(timeout=timeout))
 
 
-def open_ws(server, **kwargs):
-    ws = connect(server.ws_url + kwargs.pop("query", ""), open_timeout=10, **kwargs)
-    ready = receive(ws)
-    assert ready["type"] == "ready", ready
-    return ws, ready
+@contextmanager
+def open_ws(server, query: str = "", **kwargs):
+    with connect(server.ws_url + query, open_timeout=10, **kwargs) as ws:
+        ready = receive(ws)
+        assert ready["type"] == "ready", ready
+        yield ws, ready
 
 
 def collect(ws, ids: set) -> dict:
@@ -45,8 +47,7 @@ def collect(ws, ids: set) -> dict:
 
 
 def test_ready_say_chunk_done(adapter):
-    ws, ready = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, ready):
         assert ready == {"type": "ready", "models": ["standard", "turbo"], "device": "cpu"}
         ws.send(json.dumps({"type": "say", "id": "r1", "text": "Hello, world!"}))
         result = collect(ws, {"r1"})["r1"]
@@ -60,8 +61,7 @@ def test_ready_say_chunk_done(adapter):
 
 @pytest.mark.parametrize("rate, ms, size", [(16000, 40, 1280), (22050, 20, 882), (48000, 100, 9600)])
 def test_chunk_size_and_sample_rate_are_honoured(adapter, rate, ms, size):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(json.dumps({"type": "say", "id": "c", "text": "hi",
                             "audio": {"format": "pcm_s16le", "sample_rate": rate, "chunk_size_ms": ms}}))
         result = collect(ws, {"c"})["c"]
@@ -71,8 +71,7 @@ def test_chunk_size_and_sample_rate_are_honoured(adapter, rate, ms, size):
 
 
 def test_wav_format_and_unstreamed_requests_give_playable_files(adapter):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(json.dumps({"type": "say", "id": "w", "text": "hi", "audio": {"format": "wav", "sample_rate": 16000}}))
         ws.send(json.dumps({"type": "say", "id": "whole", "text": "hi", "audio": {"format": "wav", "stream": False}}))
         results = collect(ws, {"w", "whole"})
@@ -86,8 +85,7 @@ def test_wav_format_and_unstreamed_requests_give_playable_files(adapter):
 
 
 def test_two_requests_on_one_connection_finish_under_their_own_ids(adapter):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(json.dumps({"type": "say", "id": "long", "text": "a [long]"}))
         ws.send(json.dumps({"type": "say", "id": 7, "text": "b"}))
         results = collect(ws, {"long", 7})
@@ -96,8 +94,7 @@ def test_two_requests_on_one_connection_finish_under_their_own_ids(adapter):
 
 
 def test_an_id_in_progress_cannot_be_reused(adapter):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(json.dumps({"type": "say", "id": "same", "text": "[slow]"}))
         ws.send(json.dumps({"type": "say", "id": "same", "text": "again"}))
         while (msg := receive(ws))["type"] == "chunk":
@@ -125,8 +122,7 @@ def test_an_id_in_progress_cannot_be_reused(adapter):
     ({"type": "set_voice", "id": "x"}, 422, ["voice_path"]),
 ])
 def test_bad_messages_get_an_error_and_the_connection_stays_open(adapter, message, code, words):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(message if isinstance(message, str) else json.dumps(message))
         error = receive(ws)
         assert error["type"] == "error" and error["code"] == code, error
@@ -138,8 +134,7 @@ def test_bad_messages_get_an_error_and_the_connection_stays_open(adapter, messag
 
 
 def test_binary_frames_and_midstream_failures_are_errors_too(adapter):
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(b"\x00\x01")
         assert receive(ws)["code"] == 400
         ws.send(json.dumps({"type": "say", "id": "m", "text": "[midfail]"}))
@@ -149,8 +144,7 @@ def test_binary_frames_and_midstream_failures_are_errors_too(adapter):
 
 def test_set_voice_applies_to_the_connection(adapter, adapter_voices_dir, fake_predictor):
     (adapter_voices_dir / "ws_voice.wav").write_bytes(make_audio(3))
-    ws, _ = open_ws(adapter)
-    with ws:
+    with open_ws(adapter) as (ws, _):
         ws.send(json.dumps({"type": "set_voice", "voice_path": str(adapter_voices_dir.resolve() / "ws_voice.wav")}))
         assert receive(ws) == {"type": "voice_set", "id": None, "voice_path": "ws_voice.wav", "persisted": False}
         ws.send(json.dumps({"type": "say", "id": "v", "text": "with my voice"}))
@@ -161,7 +155,7 @@ def test_set_voice_applies_to_the_connection(adapter, adapter_voices_dir, fake_p
         ws.send(json.dumps({"type": "say", "id": "b", "text": "built-in"}))
         collect(ws, {"b"})
         assert "voice" not in fake_predictor.last_request()["parameters"]
-    with open_ws(adapter)[0] as other:  # another connection is not affected
+    with open_ws(adapter) as (other, _):  # another connection is not affected
         other.send(json.dumps({"type": "say", "id": "o", "text": "other"}))
         collect(other, {"o"})
         assert "voice" not in fake_predictor.last_request()["parameters"]
@@ -175,23 +169,23 @@ def test_token_auth_closes_with_1008(adapter_factory, tmp_path):
                 ws.recv(timeout=10)
             assert info.value.rcvd.code == 1008
     for kwargs in ({"query": "?token=s3cret"}, {"additional_headers": {"Authorization": "Bearer s3cret"}}):
-        ws, _ = open_ws(server, **kwargs)
-        ws.close()
+        with open_ws(server, **kwargs) as (ws, ready):
+            assert ready["models"]
 
 
 def test_ws_and_http_share_slots_and_a_closed_socket_cancels_upstream(adapter_factory, tmp_path, fake_predictor):
     server = adapter_factory(tmp_path, MAX_CONCURRENT_REQUESTS="1")
     before = fake_predictor.state()["cancelled"]
-    ws, _ = open_ws(server)
-    ws.send(json.dumps({"type": "say", "id": "slow", "text": "[slow]"}))
-    assert receive(ws)["type"] == "chunk"
-    ws.send(json.dumps({"type": "say", "id": "extra", "text": "no room"}))
-    while (msg := receive(ws))["type"] == "chunk":
-        pass
-    assert msg["type"] == "error" and msg["id"] == "extra" and msg["code"] == 429
-    busy = requests.post(f"{server.url}/api/tts", json={"text": "http"}, timeout=10)
-    assert busy.status_code == 429 and busy.headers["Retry-After"]
-    ws.close()
+    with open_ws(server) as (ws, _):
+        ws.send(json.dumps({"type": "say", "id": "slow", "text": "[slow]"}))
+        assert receive(ws)["type"] == "chunk"
+        ws.send(json.dumps({"type": "say", "id": "extra", "text": "no room"}))
+        while (msg := receive(ws))["type"] == "chunk":
+            pass
+        assert msg["type"] == "error" and msg["id"] == "extra" and msg["code"] == 429
+        busy = requests.post(f"{server.url}/api/tts", json={"text": "http"}, timeout=10)
+        assert busy.status_code == 429 and busy.headers["Retry-After"]
+    # Leaving the block closed the socket: the adapter must cancel upstream and free the slot.
     assert wait_until(lambda: fake_predictor.state()["cancelled"] > before)
     assert wait_until(lambda: requests.post(f"{server.url}/api/tts", json={"text": "x"}, timeout=10).status_code == 200)
 

@@ -1,0 +1,112 @@
+"""Streaming quality, on the real engine and random-weight checkpoints.
+
+Stated measures:
+- tokens: streamed and non-streamed runs with the same seed sample the identical token sequence;
+- match: away from chunk seams, the joined stream differs from the one-pass rendering of the same
+  tokens (same flow noise) by no more than 1.5x what two one-pass renderings differ by among
+  themselves (HiFT's excitation noise is random by design: that difference is the floor);
+- clicks: the largest sample-to-sample step within 2 ms of a seam is at most 1.5x the 99th
+  percentile of steps over the whole utterance;
+- nothing is dropped: the stream's length equals the one-pass rendering's, also for one word.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.config import PredictorSettings
+from predictor.engine.engine import SPEECH_VOCAB_SIZE, ChatterboxEngine
+from predictor.engine.streaming import OVERLAP_SAMPLES
+
+pytestmark = pytest.mark.slow
+TEXT = "Streaming should sound the same as waiting for the whole thing."
+
+
+@pytest.fixture(scope="module")
+def engine(weights_dir):
+    settings = PredictorSettings(model_dir=str(weights_dir), load_standard=True, load_turbo=True,
+                                 stream_chunk_tokens=(4, 8))
+    engine = ChatterboxEngine(settings)
+    engine.load()
+    yield engine
+    engine.variants.clear()
+    gc.collect()
+
+
+def record_tokens(engine, monkeypatch) -> list[list[int]]:
+    runs: list[list[int]] = []
+    original = engine._speech_tokens
+
+    def recording(*args, **kwargs):
+        run: list[int] = []
+        runs.append(run)
+        for token in original(*args, **kwargs):
+            run.append(token)
+            yield token
+
+    monkeypatch.setattr(engine, "_speech_tokens", recording)
+    return runs
+
+
+def one_pass(engine, request, tokens: list[int], vocoder_seed: int) -> np.ndarray:
+    loaded = engine.variants[request.variant]
+    torch.manual_seed(vocoder_seed)  # HiFT's excitation noise comes from the global RNG
+    raw = engine.chunked_vocoder(loaded, request, 0).render_whole([t for t in tokens if t < SPEECH_VOCAB_SIZE])
+    return np.asarray(loaded.model.watermarker.apply_watermark(raw, sample_rate=24000), dtype=np.float32)
+
+
+@pytest.mark.parametrize("variant", ["standard", "turbo"])
+def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
+    runs = record_tokens(engine, monkeypatch)
+    request = engine.prepare(variant, TEXT, {"seed": 21, "max_new_tokens": 24})
+    chunks = list(engine.chunks(request, stream=True))
+    whole, _ = engine.synthesize(request)
+    streamed_tokens, whole_tokens = runs
+    assert streamed_tokens == whole_tokens  # identical speech-token sequence
+    assert len(chunks) >= 3
+    assert sum(c.speech_tokens for c in chunks) == len([t for t in whole_tokens if t < SPEECH_VOCAB_SIZE])
+
+    streamed = np.concatenate([c.samples for c in chunks])
+    reference = one_pass(engine, request, whole_tokens, vocoder_seed=1)
+    other = one_pass(engine, request, whole_tokens, vocoder_seed=2)
+    assert len(streamed) == len(reference) == len(other)
+
+    seams = np.cumsum([len(c.samples) for c in chunks])[:-1]
+    away = np.ones(len(streamed), dtype=bool)
+    for seam in seams:
+        away[max(0, seam - 2 * OVERLAP_SAMPLES): seam + OVERLAP_SAMPLES] = False
+    assert away.sum() > len(streamed) // 4
+
+    def rms(x):
+        return float(np.sqrt(np.mean(np.square(x))))
+
+    floor = rms((reference - other)[away])
+    assert rms((streamed - reference)[away]) <= 1.5 * floor + 1e-6, (rms((streamed - reference)[away]), floor)
+
+    steps = np.abs(np.diff(streamed))
+    limit = 1.5 * np.percentile(steps, 99)
+    for seam in seams:
+        assert steps[seam - 48: seam + 48].max() <= limit, f"click at sample {seam}"
+
+
+def test_one_word_streams_and_nothing_is_dropped(engine):
+    request = engine.prepare("standard", "Hi.", {"seed": 3, "max_new_tokens": 4})
+    chunks = list(engine.chunks(request, stream=True))
+    whole, tokens = engine.synthesize(request)
+    assert len(chunks) >= 1 and sum(c.speech_tokens for c in chunks) == tokens
+    assert sum(len(c.samples) for c in chunks) == len(whole) > 0
+    assert np.abs(chunks[-1].samples).max() > 0
+
+
+def test_cancelling_stops_within_a_chunk(engine):
+    request = engine.prepare("turbo", TEXT, {"seed": 4, "max_new_tokens": 60})
+    stop = {"now": False}
+    produced = []
+    for chunk in engine.chunks(request, cancelled=lambda: stop["now"], stream=True):
+        produced.append(chunk)
+        stop["now"] = True
+    assert len(produced) == 1
