@@ -84,7 +84,9 @@ class SynthesisService:
             last = None
             while True:
                 pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, None))
-                chunk = await pending
+                # Shielded: a cancelled request must not abandon the step running in the worker
+                # thread; _finish closes the engine once that step returns.
+                chunk = await asyncio.shield(pending)
                 pending = None
                 if chunk is None:
                     break
@@ -119,9 +121,11 @@ class SynthesisService:
         """Stop the engine and free the slot, once the step running in a worker thread (if any) returns."""
 
         def close(_=None):
-            if iterator is not None:
-                iterator.close()
-            self._release(model)
+            try:
+                if iterator is not None:
+                    iterator.close()
+            finally:
+                self._release(model)
 
         if pending is not None and not pending.done():
             pending.add_done_callback(close)
