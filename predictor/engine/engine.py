@@ -176,30 +176,26 @@ class ChatterboxEngine:
             tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator)
             parts = (self._stream_piece(loaded, request, piece_index, tokens, cancelled) if stream
                      else self._whole_piece(loaded, request, tokens, generator, cancelled))
-            previous: tuple[np.ndarray, int] | None = None
-            for part in parts:
-                if previous is not None:
-                    yield AudioChunk(samples=previous[0], index=index, speech_tokens=previous[1])
-                    index += 1
-                previous = part
-            if previous is None or cancelled():
+            for samples, speech_tokens, piece_done in parts:
+                if piece_done and not last_piece:
+                    samples = _fade_out(samples, JOIN_FADE_SAMPLES)
+                yield AudioChunk(samples=samples, index=index, speech_tokens=speech_tokens)
+                index += 1
+            if cancelled():
                 return
-            samples = previous[0] if last_piece else _fade_out(previous[0], JOIN_FADE_SAMPLES)
-            yield AudioChunk(samples=samples, index=index, speech_tokens=previous[1])
-            index += 1
 
     def _whole_piece(self, loaded: LoadedVariant, request: PreparedRequest, tokens: Iterator[int],
-                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int]]:
+                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
         collected = []
         for token in tokens:
             if cancelled():
                 return
             collected.append(token)
         speech = torch.tensor([t for t in collected if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
-        yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel())
+        yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel()), True
 
     def _stream_piece(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int,
-                      tokens: Iterator[int], cancelled) -> Iterator[tuple[np.ndarray, int]]:
+                      tokens: Iterator[int], cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
         vocoder = self.chunked_vocoder(loaded, request, piece_index)
         watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE, loaded.lock)
         yield from stream_piece(tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE,

@@ -178,8 +178,8 @@ class StreamWatermarker:
 
 def stream_piece(token_stream: Iterator[int], vocoder: ChunkedVocoder, watermark: StreamWatermarker,
                  schedule: tuple[int, ...], speech_vocab_size: int,
-                 cancelled) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (watermarked audio, speech tokens behind it) as tokens arrive. Chunk sizes follow
+                 cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
+    """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
     `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones."""
     pending: list[int] = []
     tokens_behind = 0
@@ -200,9 +200,9 @@ def stream_piece(token_stream: Iterator[int], vocoder: ChunkedVocoder, watermark
         pending = []
         if audio is not None and len(audio):
             chunk_index += 1
-            yield watermark.push(audio, final=False), tokens_behind
+            yield watermark.push(audio, final=False), tokens_behind, False
             tokens_behind = 0
     if cancelled():
         return
     vocoder.tokens.extend(pending)
-    yield watermark.push(vocoder.finish(), final=True), tokens_behind + len(pending)
+    yield watermark.push(vocoder.finish(), final=True), tokens_behind + len(pending), True
