@@ -70,7 +70,7 @@ def test_upload_list_default_then_synthesise_with_the_default(adapter, voices_di
                                  files={"file": ("carol.wav", handle, "audio/wav")})
     assert uploaded.status_code == 201, uploaded.text
     voices = {v["name"]: v for v in requests.get(f"{adapter.url}/api/voices").json()["voices"]}
-    assert voices["carol.wav"]["sample_rate"] == 24000 and abs(voices["carol.wav"]["duration"] - 6.0) < 0.01
+    assert voices["carol.wav"]["sample_rate"] == 24000 and abs(voices["carol.wav"]["duration_seconds"] - 6.0) < 0.01
     assert requests.post(f"{adapter.url}/api/voice/default", json={"voice_path": "carol.wav"}).status_code == 200
     try:
         assert requests.get(f"{adapter.url}/api/voice/default").json()["voice_path"] == "carol.wav"
