@@ -51,7 +51,7 @@ run: $(SETUP_STAMP)
 	  $(PY) -m scripts.run_local
 
 bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
-	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS))
+	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS)) --tables main,streaming
 
 manifests: $(SETUP_STAMP)
 	$(PY) -m scripts.render_manifests --helm $(HELM)

@@ -1,0 +1,519 @@
+"""Benchmark: upstream chatterbox `generate()` and the predictor, side by side, in one run
+(`make bench`). Same weights, same text, same seed, same speech-token cap.
+
+    python -m scripts.bench --weights DIR [--variants standard,turbo] [--tokens 30] [--repeats 3]
+                            [--device auto|cpu|cuda] [--text TEXT] [--seed S] [--threads N]
+                            [--tables main,streaming] [--stream-tokens 200] [--stream-repeats 1]
+                            [--json PATH]
+
+Tables (one function each; `--tables` picks them):
+- main (`main_table`): per variant, two scenarios.
+  1. "repeated voice": upstream `generate(text, audio_prompt_path=ref)` on every call (upstream
+     re-prepares the conditionals each time) vs the predictor's V2 infer with `voice=ref.wav`
+     (prepared once, then served from its voice cache).
+  2. "voice already held": upstream after one `prepare_conditionals(ref)`, then `generate(text)`
+     (uses model.conds) vs the same predictor call.
+  Latency is the median wall time of R calls after one warm-up. Time to first audio (TTFA) is the
+  latency for upstream (it returns all at once) and, for the predictor, the arrival of the first
+  `chunk` event of `POST /v2/models/{name}/generate_stream`. RTF = wall time / audio seconds.
+  The predictor measurements are shared by both scenarios (its request is the same in both); calls
+  are interleaved (upstream 1, upstream 2, ours infer, ours stream) so drift hits all alike.
+- streaming (`streaming_table`): the predictor alone, an utterance of `--stream-tokens` speech
+  tokens: TTFA streamed (generate_stream) vs total latency unstreamed (V2 infer), same
+  text/seed/cap, and the ratio TTFA / unstreamed latency.
+
+The upstream token cap is forced as tests/test_conformance.py does it (upstream hard-codes 1000):
+`t3.inference(max_new_tokens=N)`, or for turbo `t3.inference_turbo(max_gen_len=N-1)`.
+Variants run one at a time: a predictor process with only that variant (`python -m predictor`,
+LOAD_<VARIANT>=true, MAX_CONCURRENT_REQUESTS=1, the reference voice in a temporary VOICES_DIR) and
+one upstream model (`from_local`), both freed before the next, so peak memory is two copies of one
+variant. During every timed call the CPU time of other processes is sampled from /proc; if others
+competed for the CPU the output says so (timings on a shared machine are then noisy).
+Progress goes to stderr, the tables (markdown) to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub (it reads this once): never reach the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import contextlib
+import gc
+import importlib
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from predictor.engine.engine import tolerate_missing_chinese_segmenter
+from predictor.engine.variants import VARIANT_NAMES, VARIANTS
+from predictor.random_weights import write_reference_wav
+
+from .bench_cpu import CpuMonitor
+from .bench_predictor import SAMPLE_RATE, PredictorProcess
+
+VOICE = "ref.wav"
+# One sentence each: the predictor splits text into sentences and caps tokens per piece, upstream
+# caps the whole call; with a single piece both apply the same cap to the same text.
+DEFAULT_TEXT = "Hello there, this is a short benchmark of the speech server with random weights."
+DEFAULT_STREAM_TEXT = ("This longer sentence keeps the model talking for a good while, so that streamed audio "
+                       "can start playing long before the whole utterance has been generated and vocoded")
+TABLES = ("main", "streaming")
+CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# ---- options ---------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, type=Path, help="folder with one sub-folder per variant")
+    parser.add_argument("--variants", default="standard,turbo",
+                        help="comma-separated, of standard,turbo,multilingual (default standard,turbo)")
+    parser.add_argument("--tokens", type=int, default=30, help="speech-token cap per call, main table (default 30)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up (default 3)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--text", default=DEFAULT_TEXT, help="text for the main table (keep it one sentence)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed for every call, both sides (default 1234)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads here and OMP/MKL threads in the predictor (default: torch's default)")
+    parser.add_argument("--tables", default="main", help=f"comma-separated, of {','.join(TABLES)} (default main)")
+    parser.add_argument("--stream-tokens", type=int, default=200,
+                        help="speech-token cap for the streaming table (default 200)")
+    parser.add_argument("--stream-repeats", type=int, default=1,
+                        help="timed calls per variant in the streaming table (default 1)")
+    parser.add_argument("--stream-text", default=DEFAULT_STREAM_TEXT, help="text for the streaming table")
+    parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
+    args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    for name in args.variants:
+        if name not in VARIANT_NAMES:
+            parser.error(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANT_NAMES)})")
+    for name in args.tables:
+        if name not in TABLES:
+            parser.error(f"--tables: unknown table {name!r} (known: {', '.join(TABLES)})")
+    if not args.variants or not args.tables:
+        parser.error("nothing to do: give at least one variant and one table")
+    if args.tokens < 1 or args.stream_tokens < 1 or args.repeats < 1 or args.stream_repeats < 1:
+        parser.error("--tokens, --stream-tokens, --repeats and --stream-repeats must be at least 1")
+    if not args.weights.is_dir():
+        parser.error(f"--weights: {args.weights} is not a folder (build one with `python -m predictor.random_weights --out DIR`)")
+    return args
+
+
+def resolve_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch sees no CUDA device")
+    return choice
+
+
+# ---- upstream --------------------------------------------------------------------------------
+def load_upstream(variant: str, weights: Path, device: str):
+    spec = VARIANTS[variant]
+    if variant == "multilingual":
+        tolerate_missing_chinese_segmenter()  # the same offline allowance the predictor makes
+    cls = getattr(importlib.import_module(spec.module), spec.class_name)
+    return cls.from_local(weights / variant, device)
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def upstream_generate(model, variant: str, text: str, cap: int, **kwargs) -> np.ndarray:
+    """Upstream generate() with only the token cap changed (as in tests/test_conformance.py)."""
+    if variant == "turbo":
+        original = model.t3.inference_turbo
+        # inference_turbo samples one token before its loop of max_gen_len steps
+        model.t3.inference_turbo = lambda *a, **kw: original(*a, **{**kw, "max_gen_len": cap - 1})
+    else:
+        original = model.t3.inference
+        model.t3.inference = lambda *a, **kw: original(*a, **{**kw, "max_new_tokens": cap})
+    try:
+        return model.generate(text, **kwargs).squeeze(0).numpy()
+    finally:
+        if variant == "turbo":
+            model.t3.inference_turbo = original
+        else:
+            model.t3.inference = original
+
+
+def upstream_extra(variant: str) -> dict:
+    return {"language_id": "en"} if variant == "multilingual" else {}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn: Callable[[], Any]) -> tuple[float, Any]:
+    sync(device)
+    started = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - started, result
+
+
+# ---- shared state ----------------------------------------------------------------------------
+@dataclass
+class Context:
+    args: argparse.Namespace
+    device: str
+    voice_path: Path
+    predictor: PredictorProcess | None = None  # the one for the variant being measured
+    predictor_ready_s: dict = field(default_factory=dict)  # variant -> seconds from launch to ready
+    warmed: set = field(default_factory=set)  # variants the predictor has already served
+    other_cores: dict = field(default_factory=dict)  # "table/variant" -> cores other processes used, per timed call
+
+    def measured(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Run one timed call, noting how busy the rest of the machine was meanwhile."""
+        with CpuMonitor([os.getpid(), self.predictor.popen.pid]).window() as window:
+            value = fn()
+        if window.other_cores is not None:
+            self.other_cores.setdefault(key, []).append(window.other_cores)
+            if window.other_cores > CONTENTION_WARN_CORES:
+                log(f"  (other processes kept {window.other_cores:.2f} cores busy during this call: noisy)")
+        return value
+
+    def contention(self, key: str) -> dict:
+        values = self.other_cores.get(key) or []
+        if not values:
+            return {"other_cores_mean": None, "other_cores_max": None}
+        return {"other_cores_mean": sum(values) / len(values), "other_cores_max": max(values),
+                "other_cores_per_call": values}
+
+    def ready(self, variant: str) -> PredictorProcess:
+        if variant not in self.predictor_ready_s:
+            log(f"{variant}: waiting for the predictor to be ready ...")
+            self.predictor_ready_s[variant] = self.predictor.wait_ready()
+            log(f"{variant}: predictor ready after {self.predictor_ready_s[variant]:.1f} s (info: {self.predictor.info()})")
+        return self.predictor
+
+    def ours_params(self, variant: str, tokens: int) -> dict:
+        params = {"voice": VOICE, "seed": self.args.seed, "max_new_tokens": tokens}
+        params.update(upstream_extra(variant))
+        return params
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def seconds(audio: np.ndarray) -> float:
+    return len(audio) / SAMPLE_RATE
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> str:
+    if reference.shape != other.shape:
+        return f"DIFFERENT LENGTH ({len(reference)} vs {len(other)} samples)"
+    if np.array_equal(reference, other):
+        return "identical"
+    return f"same length, samples differ (max |diff| {float(np.max(np.abs(reference - other))):.2e})"
+
+
+def summarize_checks(checks: list[str]) -> str:
+    distinct = sorted(set(checks))
+    return distinct[0] if len(distinct) == 1 else "; ".join(distinct)
+
+
+def contention_note(result: dict) -> str:
+    mean, peak = result.get("other_cores_mean"), result.get("other_cores_max")
+    if mean is None:
+        return "CPU use of other processes: unknown"
+    flag = " (NOISY: other work competed for the CPU)" if peak > CONTENTION_WARN_CORES else ""
+    return f"other processes used {mean:.2f} cores on average (max {peak:.2f}) during the timed calls{flag}"
+
+
+# ---- table: main -----------------------------------------------------------------------------
+def main_table(ctx: Context, variant: str, model, load_s: float) -> dict:
+    """Both scenarios for one variant; returns the raw measurements and the two table rows."""
+    args, device = ctx.args, ctx.device
+    text, cap, voice = args.text, args.tokens, str(ctx.voice_path)
+    extra = upstream_extra(variant)
+
+    def up_repeated() -> np.ndarray:
+        torch.manual_seed(args.seed)
+        return upstream_generate(model, variant, text, cap, audio_prompt_path=voice, **extra)
+
+    def up_held() -> np.ndarray:
+        model.conds = held_conds
+        torch.manual_seed(args.seed)
+        return upstream_generate(model, variant, text, cap, **extra)
+
+    predictor = ctx.ready(variant)
+    params = ctx.ours_params(variant, cap)
+
+    log(f"{variant}: warm-up (upstream with audio_prompt_path, predictor infer + stream)")
+    warm_up_s, _ = timed(device, up_repeated)
+    warm_ours = predictor.infer(variant, text, params)
+    predictor.stream(variant, text, params)
+    ctx.warmed.add(variant)
+    log(f"{variant}: warm-up done (upstream {warm_up_s:.2f} s, predictor {warm_ours.seconds:.2f} s incl. voice preparation)")
+
+    prepare_s, _ = timed(device, lambda: model.prepare_conditionals(voice))
+    held_conds = model.conds
+    log(f"{variant}: upstream prepare_conditionals once: {prepare_s:.2f} s")
+
+    raw = {"upstream_repeated": [], "upstream_held": [], "ours_infer": [], "ours_stream_ttfa": [],
+           "ours_stream_total": []}
+    audio_s = {"upstream_repeated": [], "upstream_held": [], "ours_infer": [], "ours_stream": []}
+    checks = {"ours_vs_upstream_repeated": [], "ours_vs_upstream_held": [], "upstream_held_vs_repeated": [],
+              "stream_vs_infer_length": []}
+    key = f"main/{variant}"
+    for r in range(args.repeats):
+        t1, a1 = ctx.measured(key, lambda: timed(device, up_repeated))
+        log(f"{variant} [{r + 1}/{args.repeats}] upstream, audio_prompt_path every call: {t1:.2f} s ({seconds(a1):.2f} s audio)")
+        t2, a2 = ctx.measured(key, lambda: timed(device, up_held))
+        log(f"{variant} [{r + 1}/{args.repeats}] upstream, voice held: {t2:.2f} s ({seconds(a2):.2f} s audio)")
+        ours = ctx.measured(key, lambda: predictor.infer(variant, text, params))
+        log(f"{variant} [{r + 1}/{args.repeats}] predictor V2 infer: {ours.seconds:.2f} s ({seconds(ours.audio):.2f} s audio, "
+            f"{ours.speech_tokens} tokens)")
+        stream = ctx.measured(key, lambda: predictor.stream(variant, text, params))
+        log(f"{variant} [{r + 1}/{args.repeats}] predictor stream: first chunk {stream.first_chunk_seconds:.2f} s, "
+            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks, {seconds(stream.audio):.2f} s audio)")
+        raw["upstream_repeated"].append(t1)
+        raw["upstream_held"].append(t2)
+        raw["ours_infer"].append(ours.seconds)
+        raw["ours_stream_ttfa"].append(stream.first_chunk_seconds)
+        raw["ours_stream_total"].append(stream.total_seconds)
+        audio_s["upstream_repeated"].append(seconds(a1))
+        audio_s["upstream_held"].append(seconds(a2))
+        audio_s["ours_infer"].append(seconds(ours.audio))
+        audio_s["ours_stream"].append(seconds(stream.audio))
+        checks["ours_vs_upstream_repeated"].append(compare(a1, ours.audio))
+        checks["ours_vs_upstream_held"].append(compare(a2, ours.audio))
+        checks["upstream_held_vs_repeated"].append(compare(a1, a2))
+        checks["stream_vs_infer_length"].append(
+            "same length" if len(stream.audio) == len(ours.audio)
+            else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(ours.audio)} samples)")
+
+    ours_lat = median(raw["ours_infer"])
+    ours_ttfa = median(raw["ours_stream_ttfa"])
+    ours_audio = median(audio_s["ours_infer"])
+    rows = []
+    for scenario, upstream_key, check in (("1. repeated voice", "upstream_repeated", "ours_vs_upstream_repeated"),
+                                          ("2. voice already held", "upstream_held", "ours_vs_upstream_held")):
+        up_lat = median(raw[upstream_key])
+        up_audio = median(audio_s[upstream_key])
+        rows.append({
+            "variant": variant,
+            "scenario": scenario,
+            "upstream_latency_s": up_lat,
+            "ours_latency_s": ours_lat,
+            "latency_ratio": ours_lat / up_lat,
+            "upstream_ttfa_s": up_lat,
+            "ours_ttfa_s": ours_ttfa,
+            "ttfa_ratio": ours_ttfa / up_lat,
+            "upstream_rtf": up_lat / up_audio if up_audio else float("nan"),
+            "ours_rtf": ours_lat / ours_audio if ours_audio else float("nan"),
+            "upstream_audio_s": up_audio,
+            "ours_audio_s": ours_audio,
+            "same_audio": summarize_checks(checks[check]),
+        })
+    return {
+        "variant": variant, "rows": rows, "raw_seconds": raw, "audio_seconds": audio_s,
+        "checks": {k: summarize_checks(v) for k, v in checks.items()},
+        "upstream_load_s": load_s, "upstream_warm_up_s": warm_up_s, "upstream_prepare_conditionals_s": prepare_s,
+        "ours_first_call_s": warm_ours.seconds, "ours_speech_tokens": warm_ours.speech_tokens,
+        **ctx.contention(key),
+    }
+
+
+def render_main(results: list[dict]) -> str:
+    lines = [
+        "| variant | scenario | upstream latency s | ours latency s (V2 infer) | ratio ours/upstream | "
+        "upstream TTFA s | ours TTFA s (stream) | TTFA ratio | upstream RTF | ours RTF | audio s (up / ours) | same audio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for result in results:
+        for row in result["rows"]:
+            lines.append(
+                f"| {row['variant']} | {row['scenario']} | {row['upstream_latency_s']:.2f} | {row['ours_latency_s']:.2f} | "
+                f"**{row['latency_ratio']:.2f}** | {row['upstream_ttfa_s']:.2f} | {row['ours_ttfa_s']:.2f} | "
+                f"{row['ttfa_ratio']:.2f} | {row['upstream_rtf']:.2f} | {row['ours_rtf']:.2f} | "
+                f"{row['upstream_audio_s']:.2f} / {row['ours_audio_s']:.2f} | {row['same_audio']} |")
+    notes = []
+    for result in results:
+        raw = result["raw_seconds"]
+        notes.append(
+            f"- {result['variant']}: upstream load {result['upstream_load_s']:.1f} s, "
+            f"prepare_conditionals {result['upstream_prepare_conditionals_s']:.2f} s; "
+            f"predictor first call (prepares and caches the voice) {result['ours_first_call_s']:.2f} s; "
+            f"stream done after {median(raw['ours_stream_total']):.2f} s (median); "
+            f"stream vs infer audio: {result['checks']['stream_vs_infer_length']}; "
+            f"upstream held vs repeated: {result['checks']['upstream_held_vs_repeated']}; "
+            f"speech tokens (predictor): {result['ours_speech_tokens']}; {contention_note(result)}")
+    return "\n".join(["### Upstream generate() vs predictor", "", *lines, "",
+                      "Latency/TTFA: median wall time per call; ratio < 1 means the predictor is faster. "
+                      "The predictor columns are one set of calls, shared by both scenarios.", *notes])
+
+
+# ---- table: streaming ------------------------------------------------------------------------
+def streaming_table(ctx: Context, variant: str) -> dict:
+    """The predictor alone: time to first audio streamed (generate_stream) vs total latency
+    unstreamed (V2 infer), same text/seed/cap of `--stream-tokens` speech tokens."""
+    args = ctx.args
+    predictor = ctx.ready(variant)
+    params = ctx.ours_params(variant, args.stream_tokens)
+    if variant not in ctx.warmed:
+        log(f"{variant}: streaming warm-up (short infer + stream, prepares the voice)")
+        short = {**params, "max_new_tokens": min(10, args.stream_tokens)}
+        predictor.infer(variant, args.stream_text, short)
+        predictor.stream(variant, args.stream_text, short)
+        ctx.warmed.add(variant)
+    raw = {"unstreamed": [], "ttfa": [], "stream_total": [], "chunks": [], "first_chunk_audio_s": []}
+    audio_s, stream_audio_s, tokens, checks = [], [], [], []
+    key = f"streaming/{variant}"
+    for r in range(args.stream_repeats):
+        unstreamed = ctx.measured(key, lambda: predictor.infer(variant, args.stream_text, params))
+        log(f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, V2 infer: {unstreamed.seconds:.2f} s "
+            f"({seconds(unstreamed.audio):.2f} s audio, {unstreamed.speech_tokens} tokens)")
+        stream = ctx.measured(key, lambda: predictor.stream(variant, args.stream_text, params))
+        log(f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, stream: first chunk {stream.first_chunk_seconds:.2f} s, "
+            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks)")
+        raw["unstreamed"].append(unstreamed.seconds)
+        raw["ttfa"].append(stream.first_chunk_seconds)
+        raw["stream_total"].append(stream.total_seconds)
+        raw["chunks"].append(len(stream.chunk_times))
+        audio_s.append(seconds(unstreamed.audio))
+        stream_audio_s.append(seconds(stream.audio))
+        tokens.append(unstreamed.speech_tokens)
+        checks.append("same length" if len(stream.audio) == len(unstreamed.audio)
+                      else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(unstreamed.audio)} samples)")
+    unstreamed_s, ttfa_s, total_s = median(raw["unstreamed"]), median(raw["ttfa"]), median(raw["stream_total"])
+    audio = median(audio_s)
+    row = {
+        "variant": variant,
+        "speech_tokens": tokens[0],
+        "audio_s": audio,
+        "unstreamed_latency_s": unstreamed_s,
+        "stream_ttfa_s": ttfa_s,
+        "stream_total_s": total_s,
+        "ttfa_over_unstreamed": ttfa_s / unstreamed_s,
+        "rtf_unstreamed": unstreamed_s / audio if audio else float("nan"),
+        "rtf_streamed": total_s / median(stream_audio_s) if median(stream_audio_s) else float("nan"),
+        "chunks": raw["chunks"][0],
+        "stream_vs_infer_length": summarize_checks(checks),
+    }
+    if tokens[0] is not None and tokens[0] < args.stream_tokens:
+        log(f"{variant}: note: the model stopped after {tokens[0]} of {args.stream_tokens} speech tokens")
+    return {"variant": variant, "row": row, "raw_seconds": raw, "speech_tokens": tokens, **ctx.contention(key)}
+
+
+def render_streaming(results: list[dict], stream_tokens: int) -> str:
+    lines = [
+        "| variant | speech tokens | audio s | unstreamed latency s (V2 infer) | streamed TTFA s | streamed total s | "
+        "TTFA / unstreamed | RTF unstreamed | RTF streamed | chunks | stream vs infer audio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for result in results:
+        row = result["row"]
+        lines.append(
+            f"| {row['variant']} | {row['speech_tokens']} | {row['audio_s']:.2f} | {row['unstreamed_latency_s']:.2f} | "
+            f"{row['stream_ttfa_s']:.2f} | {row['stream_total_s']:.2f} | **{row['ttfa_over_unstreamed']:.2f}** | "
+            f"{row['rtf_unstreamed']:.2f} | {row['rtf_streamed']:.2f} | {row['chunks']} | {row['stream_vs_infer_length']} |")
+    notes = [f"- {result['variant']}: {contention_note(result)}" for result in results]
+    return "\n".join([f"### Streaming: time to first audio vs unstreamed latency (cap {stream_tokens} speech tokens)", "",
+                      *lines, "", "TTFA / unstreamed < 1 means audio starts before an unstreamed call would return.", *notes])
+
+
+# ---- run -------------------------------------------------------------------------------------
+def config_line(args: argparse.Namespace, device: str) -> str:
+    import chatterbox  # noqa: F401  (version only)
+    from importlib.metadata import version
+
+    threads = torch.get_num_threads()
+    predictor_threads = args.threads if args.threads else "torch default"
+    parts = [
+        f"device={device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else f" ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)"),
+        f"torch={torch.__version__} threads={threads} (predictor: {predictor_threads})",
+        f"chatterbox-tts={version('chatterbox-tts')}",
+        f"variants={','.join(args.variants)}",
+        f"tables={','.join(args.tables)}",
+        f"seed={args.seed}",
+    ]
+    if "main" in args.tables:
+        parts += [f"tokens={args.tokens}", f"repeats={args.repeats} (+1 warm-up)", f"text={args.text!r}"]
+    if "streaming" in args.tables:
+        parts += [f"stream_tokens={args.stream_tokens}", f"stream_repeats={args.stream_repeats}",
+                  f"stream_text={args.stream_text!r}"]
+    return "Config: " + "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    weights = args.weights.resolve()
+    results: dict[str, Any] = {"main": [], "streaming": []}
+    # Upstream prints progress of its own ("S3 Token -> Mel Inference...", ...): keep stdout for the tables.
+    with tempfile.TemporaryDirectory(prefix="bench-voices-") as voices, contextlib.redirect_stdout(sys.stderr):
+        voice_path = write_reference_wav(Path(voices) / VOICE, seconds=6.0, seed=1)
+        ctx = Context(args=args, device=device, voice_path=voice_path)
+        # One variant at a time, on both sides: a predictor with only that variant (it starts while
+        # upstream loads) and one upstream model, both freed before the next variant, so that peak
+        # memory is two copies of one variant.
+        for variant in args.variants:
+            log(f"{variant}: starting the predictor (LOAD_{variant.upper()} only, on {device}) ...")
+            ctx.predictor = PredictorProcess(weights, Path(voices), [variant], device, args.threads)
+            try:
+                if "main" in args.tables:
+                    log(f"{variant}: loading upstream {VARIANTS[variant].class_name}.from_local ...")
+                    load_s, model = timed(device, lambda: load_upstream(variant, weights, device))
+                    log(f"{variant}: upstream loaded in {load_s:.1f} s")
+                    try:
+                        results["main"].append(main_table(ctx, variant, model, load_s))
+                    finally:
+                        del model
+                        free_memory()
+                if "streaming" in args.tables:
+                    results["streaming"].append(streaming_table(ctx, variant))
+            finally:
+                ctx.predictor.stop()
+                ctx.predictor = None
+    config = config_line(args, device)
+    if ctx.predictor_ready_s:
+        config += "; predictor ready after " + ", ".join(f"{v} {s:.1f} s" for v, s in ctx.predictor_ready_s.items())
+    noisy = [key for key, values in ctx.other_cores.items() if values and max(values) > CONTENTION_WARN_CORES]
+    if noisy:
+        config += (f"\nWARNING: other processes competed for the CPU during {', '.join(noisy)} "
+                   f"(over {CONTENTION_WARN_CORES} cores busy outside the benchmark): those timings are noisy")
+    out = [config, ""]
+    if results["main"]:
+        out += [render_main(results["main"]), ""]
+    if results["streaming"]:
+        out += [render_streaming(results["streaming"], args.stream_tokens), ""]
+    print("\n".join(out), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"config": config, **results}, indent=2, default=str))
+        log(f"results written to {args.json}")
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The predictor side of `scripts.bench`: the `python -m predictor` process, and timed calls to its
+V2 REST infer route and its SSE streaming route (docs/predictor-api.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 24000
+BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous call may free a moment late
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PredictorProcess:
+    """`python -m predictor` with only the given variants, one voice in a temporary VOICES_DIR."""
+
+    def __init__(self, weights: Path, voices_dir: Path, variants: list[str], device: str, threads: int | None):
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        env = dict(os.environ)
+        env.update({
+            "MODEL_DIR": str(weights),
+            "VOICES_DIR": str(voices_dir),
+            "HF_HUB_OFFLINE": "1",
+            "DEVICE": device,
+            "LOAD_STANDARD": str("standard" in variants).lower(),
+            "LOAD_TURBO": str("turbo" in variants).lower(),
+            "LOAD_MULTILINGUAL": str("multilingual" in variants).lower(),
+            "MAX_CONCURRENT_REQUESTS": "1",
+            "MAX_NEW_TOKENS": "1000",
+            "LOG_LEVEL": "warning",
+            "PYTHONUNBUFFERED": "1",
+        })
+        if threads:
+            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-predictor-", suffix=".log", delete=False)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "predictor", "--model_dir", str(weights),
+             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.launched = time.monotonic()
+        self.session = requests.Session()
+
+    def output_tail(self, chars: int = 4000) -> str:
+        with open(self.log.name, errors="replace") as handle:
+            return handle.read()[-chars:]
+
+    def wait_ready(self, timeout: float = 900.0) -> float:
+        """Block until /v2/health/ready answers 200; returns the seconds since launch."""
+        started = self.launched
+        while time.monotonic() - started < timeout:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"predictor exited with {self.popen.returncode}:\n{self.output_tail()}")
+            try:
+                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"predictor not ready after {timeout:.0f} s:\n{self.output_tail()}")
+
+    def info(self) -> dict:
+        return self.session.get(f"{self.url}/v2/chatterbox/info", timeout=10).json()
+
+    def stop(self) -> None:
+        self.session.close()
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
+
+    # ---- timed calls -------------------------------------------------------------------------
+    def _post(self, path: str, body: dict, stream: bool) -> tuple[requests.Response, float]:
+        """POST, retrying while the single slot is still held by the previous call (429).
+        Returns the response and the perf_counter() at which the answered attempt was sent."""
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
+            sent = time.perf_counter()
+            response = self.session.post(f"{self.url}{path}", data=json.dumps(body),
+                                         headers={"Content-Type": "application/json"}, stream=stream, timeout=1800)
+            if response.status_code != 429 or time.monotonic() > deadline:
+                break
+            response.close()
+            time.sleep(0.05)
+        if response.status_code != 200:
+            raise RuntimeError(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response, sent
+
+    def infer(self, model: str, text: str, parameters: dict) -> "InferResult":
+        """V2 infer over REST (all-JSON body): wall time until the whole response is parsed."""
+        body = {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
+            "parameters": parameters,
+        }
+        response, sent = self._post(f"/v2/models/{model}/infer", body, stream=False)
+        payload = response.json()
+        elapsed = time.perf_counter() - sent
+        output = next(o for o in payload["outputs"] if o["name"] == "audio")
+        audio = np.asarray(output["data"], dtype=np.float32)
+        tokens = (payload.get("parameters") or {}).get("speech_tokens")
+        return InferResult(seconds=elapsed, audio=audio, speech_tokens=tokens)
+
+    def stream(self, model: str, text: str, parameters: dict) -> "StreamResult":
+        """generate_stream (SSE): time to the first `chunk` event and to the `done` event."""
+        response, sent = self._post(f"/v2/models/{model}/generate_stream",
+                                    {"text_input": text, "parameters": parameters}, stream=True)
+        result = StreamResult()
+        buffer = b""
+        chunks: list[np.ndarray] = []
+        try:
+            # chunk_size=None: hand over bytes as they arrive, so an event is seen as soon as it is whole.
+            for data in response.iter_content(chunk_size=None):
+                buffer += data
+                while b"\n\n" in buffer:
+                    raw, buffer = buffer.split(b"\n\n", 1)
+                    if not raw.startswith(b"data:"):
+                        continue
+                    event = json.loads(raw[len(b"data:"):])
+                    now = time.perf_counter()
+                    if event["type"] == "chunk":
+                        if result.first_chunk_seconds is None:
+                            result.first_chunk_seconds = now - sent
+                        chunks.append(np.frombuffer(base64.b64decode(event["audio_b64"]), dtype="<f4"))
+                        result.chunk_times.append(now - sent)
+                    elif event["type"] == "done":
+                        result.total_seconds = now - sent
+                        result.speech_tokens = event.get("speech_tokens")
+                    elif event["type"] == "error":
+                        raise RuntimeError(f"stream error {event.get('code')}: {event.get('message')}")
+                if result.total_seconds is not None:
+                    break
+        finally:
+            response.close()
+        if result.total_seconds is None or result.first_chunk_seconds is None:
+            raise RuntimeError("stream ended without audio or without a done event")
+        result.audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return result
+
+
+@dataclass
+class InferResult:
+    seconds: float
+    audio: np.ndarray
+    speech_tokens: int | None = None
+
+
+@dataclass
+class StreamResult:
+    first_chunk_seconds: float | None = None
+    total_seconds: float | None = None
+    speech_tokens: int | None = None
+    chunk_times: list[float] = field(default_factory=list)
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
