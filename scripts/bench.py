@@ -43,7 +43,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse
 import contextlib
 import gc
-import importlib
 import json
 import platform
 import statistics
@@ -57,12 +56,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from predictor.engine.engine import tolerate_missing_chinese_segmenter
 from predictor.engine.variants import VARIANT_NAMES, VARIANTS
 from predictor.random_weights import write_reference_wav
 
 from .bench_cpu import CpuMonitor
 from .bench_predictor import SAMPLE_RATE, PredictorProcess
+from .upstream import load_upstream, upstream_generate
 
 VOICE = "ref.wav"
 # One sentence each: the predictor splits text into sentences and caps tokens per piece, upstream
@@ -126,37 +125,11 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
-# ---- upstream --------------------------------------------------------------------------------
-def load_upstream(variant: str, weights: Path, device: str):
-    spec = VARIANTS[variant]
-    if variant == "multilingual":
-        tolerate_missing_chinese_segmenter()  # the same offline allowance the predictor makes
-    cls = getattr(importlib.import_module(spec.module), spec.class_name)
-    return cls.from_local(weights / variant, device)
-
-
+# ---- upstream: scripts/upstream.py ----------------------------------------------------------
 def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def upstream_generate(model, variant: str, text: str, cap: int, **kwargs) -> np.ndarray:
-    """Upstream generate() with only the token cap changed (as in tests/test_conformance.py)."""
-    if variant == "turbo":
-        original = model.t3.inference_turbo
-        # inference_turbo samples one token before its loop of max_gen_len steps
-        model.t3.inference_turbo = lambda *a, **kw: original(*a, **{**kw, "max_gen_len": cap - 1})
-    else:
-        original = model.t3.inference
-        model.t3.inference = lambda *a, **kw: original(*a, **{**kw, "max_new_tokens": cap})
-    try:
-        return model.generate(text, **kwargs).squeeze(0).numpy()
-    finally:
-        if variant == "turbo":
-            model.t3.inference_turbo = original
-        else:
-            model.t3.inference = original
 
 
 def upstream_extra(variant: str) -> dict:

@@ -31,15 +31,11 @@ import pytest
 import requests
 import soundfile as sf
 
+from .processes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_PREDICTOR = Path(__file__).resolve().parent / "adapter_fake_predictor.py"
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_audio(seconds: float, rate: int = 16000, fmt: str = "WAV", freq: float = 180.0) -> bytes:

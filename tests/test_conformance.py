@@ -6,38 +6,18 @@ Also: two concurrent requests with different voices each get exactly what they g
 from __future__ import annotations
 
 import gc
-import importlib
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from predictor.engine.engine import tolerate_missing_chinese_segmenter
-from predictor.engine.variants import VARIANTS
+from scripts.upstream import load_upstream, upstream_generate
 
 from .v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
 CAP = 5
-
-
-def upstream_generate(model, variant: str, text: str, cap: int, **kwargs) -> np.ndarray:
-    """Upstream generate() with only the token cap changed (it is hard-coded to 1000 upstream)."""
-    if variant == "turbo":
-        original = model.t3.inference_turbo
-        # inference_turbo samples one token before its loop of max_gen_len steps
-        model.t3.inference_turbo = lambda *a, **kw: original(*a, **{**kw, "max_gen_len": cap - 1})
-    else:
-        original = model.t3.inference
-        model.t3.inference = lambda *a, **kw: original(*a, **{**kw, "max_new_tokens": cap})
-    try:
-        return model.generate(text, **kwargs).squeeze(0).numpy()
-    finally:
-        if variant == "turbo":
-            model.t3.inference_turbo = original
-        else:
-            model.t3.inference = original
 
 
 CASES = {
@@ -51,10 +31,7 @@ CASES = {
 
 @pytest.mark.parametrize("variant", ["standard", "turbo", "multilingual"])
 def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, variant):
-    spec = VARIANTS[variant]
-    tolerate_missing_chinese_segmenter()  # the same offline allowance the predictor makes
-    cls = getattr(importlib.import_module(spec.module), spec.class_name)
-    model = cls.from_local(weights_dir / variant, "cpu")
+    model = load_upstream(variant, weights_dir, "cpu")
     params = CASES[variant]
     text = "Bonjour tout le monde." if variant == "multilingual" else "Hello world, this is a test."
     try:
