@@ -26,6 +26,10 @@ class Metrics:
             "adapter_time_to_first_audio_seconds", "From accepting a request to its first audio bytes",
             ["transport", "model"], registry=self.registry,
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60))
+        self.inter_chunk_gap = Histogram(
+            "adapter_inter_chunk_gap_seconds", "Time between consecutive audio chunks from the predictor",
+            ["transport", "model"], registry=self.registry,
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10))
         self.audio_seconds = Counter(
             "adapter_audio_seconds", "Seconds of audio delivered", ["transport", "model"], registry=self.registry)
         self.ws_connections = Gauge(

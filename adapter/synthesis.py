@@ -72,13 +72,16 @@ class Synthesis:
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         if self._stream is None:
             await self.open()
-        first = True
+        metrics = self._ctx.metrics
+        previous: float | None = None
         try:
             async for samples in self._stream:
-                if first:
-                    first = False
-                    self._ctx.metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(
-                        time.perf_counter() - self._started)
+                now = time.perf_counter()
+                if previous is None:
+                    metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(now - self._started)
+                else:
+                    metrics.inter_chunk_gap.labels(self._transport, self._request.model).observe(now - previous)
+                previous = now
                 yield samples
         except PredictorError as exc:
             raise relay(exc) from None

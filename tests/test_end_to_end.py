@@ -142,6 +142,15 @@ def test_seed_javascript_client_in_headless_chromium_streams(adapter):
     assert max(gaps) > 200
 
 
+def test_streaming_metrics_on_both_sides(adapter, predictor):
+    adapter_metrics = requests.get(f"{adapter.url}/metrics").text
+    predictor_metrics = requests.get(f"{predictor.http_url}/metrics").text
+    for name in ("adapter_time_to_first_audio_seconds_bucket", "adapter_inter_chunk_gap_seconds_bucket"):
+        assert name in adapter_metrics, name
+    for name in ("chatterbox_time_to_first_audio_seconds_bucket", "chatterbox_inter_chunk_gap_seconds_bucket"):
+        assert name in predictor_metrics, name
+
+
 @pytest.fixture(scope="module")
 def single_slot(weights_dir, voices_dir, tmp_path_factory):
     """A turbo-only predictor and an adapter, each with one slot, for the cancellation tests."""
