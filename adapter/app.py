@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter import __version__
 from adapter.auth import require_token
+from adapter.discovery import PredictorLocator, make_locator
 from adapter.errors import install_error_handlers
 from adapter.limits import SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
@@ -53,9 +54,10 @@ within the shared `MAX_CONCURRENT_REQUESTS` slots (`code: 429` when full).
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, locator: PredictorLocator | None = None) -> FastAPI:
+    """`locator` replaces the one the settings imply (PREDICTOR_URL or InferenceService discovery)."""
     metrics = Metrics()
-    predictor = PredictorClient(settings.predictor_url, settings.predictor_timeout_s)
+    predictor = PredictorClient(locator or make_locator(settings), settings.predictor_timeout_s)
     ctx = AppContext(
         settings=settings,
         predictor=predictor,

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 
 from adapter.audio import MODEL_SAMPLE_RATE
+from adapter.discovery import PredictorLocator, StaticLocator
 
 log = logging.getLogger("adapter.predictor")
 
@@ -117,28 +118,46 @@ class AudioStream:
 
 
 class PredictorClient:
-    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None):
+    """`predictor`: a base URL (PREDICTOR_URL) or a locator that discovers it (adapter/discovery.py)."""
+
+    def __init__(self, predictor: "str | PredictorLocator", timeout_s: float,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self._locator = StaticLocator(predictor) if isinstance(predictor, str) else predictor
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             transport=transport,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._locator.aclose()
+
+    async def _base_url(self, require_ready: bool) -> str:
+        """Where to send a request; PredictorUnavailable when discovery knows of no usable predictor."""
+        location = await self._locator.locate()
+        if location.url is None or (require_ready and location.ready is False):
+            raise PredictorUnavailable(location.problem or "the predictor's address is unknown")
+        return location.url
 
     async def ready(self) -> bool:
         try:
-            response = await self._client.get("/v2/health/ready", timeout=_PROBE_TIMEOUT_S)
+            base = await self._base_url(require_ready=True)
+            response = await self._client.get(f"{base}/v2/health/ready", timeout=_PROBE_TIMEOUT_S)
+        except PredictorUnavailable:
+            return False
         except httpx.HTTPError:
+            self._locator.invalidate()
             return False
         return response.status_code == 200
 
     async def info(self) -> dict:
-        """The predictor's /v2/chatterbox/info; raises PredictorUnavailable when it cannot answer."""
+        """The predictor's /v2/chatterbox/info; raises PredictorUnavailable when it cannot answer
+        (or, with discovery, when the InferenceService is missing or not Ready)."""
+        base = await self._base_url(require_ready=True)
         try:
-            response = await self._client.get("/v2/chatterbox/info", timeout=_PROBE_TIMEOUT_S)
+            response = await self._client.get(f"{base}/v2/chatterbox/info", timeout=_PROBE_TIMEOUT_S)
         except httpx.HTTPError as exc:
+            self._locator.invalidate()
             raise PredictorUnavailable(f"predictor is unreachable ({exc.__class__.__name__})") from None
         if response.status_code != 200:
             raise PredictorUnavailable(f"predictor info answered HTTP {response.status_code}")
@@ -153,15 +172,19 @@ class PredictorClient:
     async def open_stream(self, model: str, text: str, parameters: dict) -> AudioStream:
         """Start a generation; errors before the first chunk raise PredictorError with a relayable status."""
         body = {"text_input": text, "parameters": parameters}
-        request = self._client.build_request("POST", f"/v2/models/{model}/generate_stream", json=body,
+        # A known address is used even if the InferenceService is not Ready: the predictor has the last word.
+        base = await self._base_url(require_ready=False)
+        request = self._client.build_request("POST", f"{base}/v2/models/{model}/generate_stream", json=body,
                                              headers={"Accept": "text/event-stream"})
         try:
             response = await self._client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._locator.invalidate()
             raise PredictorUnavailable(f"predictor is unreachable ({exc.__class__.__name__})") from None
         except httpx.TimeoutException:
             raise PredictorError(504, "predictor did not answer within PREDICTOR_TIMEOUT_S") from None
         except httpx.HTTPError as exc:
+            self._locator.invalidate()
             raise PredictorUnavailable(f"predictor is unreachable ({exc.__class__.__name__})") from None
         if response.status_code != 200:
             try:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from adapter.discovery import validate_names
+
 MIB = 1024 * 1024
 
 # The seed's RUST_LOG names are kept; "warn" and "trace" have no direct stdlib spelling.
@@ -22,6 +24,10 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8081
     predictor_url: str = "http://localhost:8080"
+    # Discovery (adapter/discovery.py): with INFERENCESERVICE_NAME set, the predictor's address and
+    # readiness come from that InferenceService's status; from_env drops it when PREDICTOR_URL is set.
+    inferenceservice_name: str | None = None
+    pod_namespace: str | None = None  # unset: the ServiceAccount's namespace file
     predictor_timeout_s: float = 300.0
     voices_dir: str = "./voices"
     default_voice: str | None = None
@@ -42,6 +48,8 @@ class Settings:
             if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _convert(f.name.upper(), raw.strip(), f.default)
+        if "predictor_url" in values:  # an explicit PREDICTOR_URL wins: no discovery
+            values.pop("inferenceservice_name", None)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -63,6 +71,13 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message)
+        problems = validate_names(self.inferenceservice_name, self.pod_namespace)
+        if problems:
+            raise SettingsError(problems[0])
+
+    @property
+    def discovers_predictor(self) -> bool:
+        return bool(self.inferenceservice_name)
 
     @property
     def uvicorn_log_level(self) -> str:
