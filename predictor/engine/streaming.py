@@ -63,6 +63,8 @@ class ChunkedVocoder:
         self.timesteps = 2 if meanflow else 10
         self.lookahead = s3gen.flow.pre_lookahead_len
         self.noise = PositionalNoise(noise_seed, s3gen.device, s3gen.dtype)
+        self.noise_seed = noise_seed
+        self.vocoder_calls = 0
         # The flow's frames: two per prompt token and per (non-look-ahead) speech token.
         self.prompt_tokens = int(conds_gen["prompt_token"].shape[1])
         self.tokens: list[int] = []
@@ -86,6 +88,10 @@ class ChunkedVocoder:
         if self.mel_tail is not None:
             mel = torch.cat([self.mel_tail, mel], dim=2)
         cache = self.source_tail if self.source_tail is not None else torch.zeros(1, 1, 0, device=mel.device)
+        # HiFT's excitation draws from the global RNG (the caller holds the model lock): seed it per
+        # call so that the same request streams the same audio every time.
+        torch.manual_seed((self.noise_seed * 7919 + self.vocoder_calls) % 2**63)
+        self.vocoder_calls += 1
         speech, source = self.s3gen.mel2wav.inference(speech_feat=mel, cache_source=cache)
         if self.first:
             speech[:, : len(self.s3gen.trim_fade)] *= self.s3gen.trim_fade  # upstream's fade-in
