@@ -30,42 +30,35 @@ def split_text(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
 def _split_long(sentence: str, max_chars: int) -> list[str]:
     if len(sentence) <= max_chars:
         return [sentence]
-    parts: list[str] = []
-    current = ""
-    for clause in (c for c in _CLAUSE_END.split(sentence) if c):
-        for word_group in _split_words(clause, max_chars):
-            candidate = f"{current} {word_group}".strip() if current else word_group
-            if len(candidate) <= max_chars:
-                current = candidate
-            else:
-                parts.append(current)
-                current = word_group
-    if current:
-        parts.append(current)
-    return parts
+    units: list[str] = []
+    for clause in (c.strip() for c in _CLAUSE_END.split(sentence) if c.strip()):
+        units.extend(_split_words(clause, max_chars))
+    return _pack(units, max_chars)
 
 
 def _split_words(clause: str, max_chars: int) -> list[str]:
     if len(clause) <= max_chars:
         return [clause]
-    groups: list[str] = []
+    # A single unbroken run (e.g. CJK without spaces) is cut where it must be.
+    words = [word[i:i + max_chars] for word in clause.split() for i in range(0, len(word), max_chars)]
+    return _pack(words, max_chars)
+
+
+def _pack(units: list[str], max_chars: int) -> list[str]:
+    """Join units with spaces, greedily, into parts of at most `max_chars`."""
+    parts: list[str] = []
     current = ""
-    for word in clause.split(" "):
-        while len(word) > max_chars:  # a single unbroken run (e.g. CJK without spaces)
-            if current:
-                groups.append(current)
-                current = ""
-            groups.append(word[:max_chars])
-            word = word[max_chars:]
-        candidate = f"{current} {word}".strip() if current else word
+    for unit in units:
+        candidate = f"{current} {unit}" if current else unit
         if len(candidate) <= max_chars:
             current = candidate
         else:
-            groups.append(current)
-            current = word
+            if current:
+                parts.append(current)
+            current = unit
     if current:
-        groups.append(current)
-    return groups
+        parts.append(current)
+    return parts
 
 
 def _merge_short(pieces: list[str], max_chars: int) -> list[str]:
