@@ -47,7 +47,7 @@ class PredictorSettings:
     voice_cache_size: int = 32
     log_level: str = "info"
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
-    stream_chunk_tokens: tuple[int, ...] = field(default=(10, 25, 50))
+    stream_chunk_tokens: tuple[int, ...] = field(default=(6, 25, 50))
 
     @property
     def variants(self) -> list[str]:
@@ -59,13 +59,13 @@ class PredictorSettings:
         device = os.environ.get("DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda", "mps"):
             raise SystemExit(f"error: DEVICE={device!r} must be one of auto, cpu, cuda, mps")
-        schedule_raw = os.environ.get("STREAM_CHUNK_TOKENS", "10,25,50")
+        schedule_raw = os.environ.get("STREAM_CHUNK_TOKENS", "6,25,50")
         try:
             schedule = tuple(int(x) for x in schedule_raw.split(",") if x.strip())
             if not schedule or min(schedule) < 1:
                 raise ValueError
         except ValueError:
-            raise SystemExit(f"error: STREAM_CHUNK_TOKENS={schedule_raw!r} must be positive integers, e.g. 10,25,50") from None
+            raise SystemExit(f"error: STREAM_CHUNK_TOKENS={schedule_raw!r} must be positive integers, e.g. 6,25,50") from None
         settings = cls(
             device=device,
             load_standard=_env_bool("LOAD_STANDARD", True),
