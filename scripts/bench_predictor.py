@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +16,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from .processes import free_port, stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 24000
 BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous call may free a moment late
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PredictorProcess:
@@ -82,13 +77,7 @@ class PredictorProcess:
 
     def stop(self) -> None:
         self.session.close()
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen)
         try:
             os.unlink(self.log.name)
         except OSError:

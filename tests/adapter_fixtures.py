@@ -31,7 +31,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from .processes import free_port
+from scripts.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_PREDICTOR = Path(__file__).resolve().parent / "adapter_fake_predictor.py"
@@ -64,13 +64,7 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
 
 def _start(cmd: list[str], env: dict, log_dir: Path, name: str, port: int) -> Server:
