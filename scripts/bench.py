@@ -414,7 +414,6 @@ def render_streaming(results: list[dict], stream_tokens: int) -> str:
 
 # ---- run -------------------------------------------------------------------------------------
 def config_line(args: argparse.Namespace, device: str) -> str:
-    import chatterbox  # noqa: F401  (version only)
     from importlib.metadata import version
 
     threads = torch.get_num_threads()
