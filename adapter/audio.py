@@ -49,30 +49,22 @@ class StreamResampler:
 
 
 class Rechunker:
-    """Cuts a byte stream into pieces of exactly `chunk_bytes` (the last may be shorter).
-
-    One complete piece is held back so the caller can flag the real last piece as such.
-    """
+    """Cuts a byte stream into pieces of exactly `chunk_bytes` (the last may be shorter)."""
 
     def __init__(self, chunk_bytes: int):
         self._size = max(2, chunk_bytes - chunk_bytes % 2)
         self._buffer = bytearray()
-        self._pending: bytes | None = None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        """Every complete piece, at once: holding one back would delay first audio by a whole engine chunk."""
         self._buffer += data
         while len(self._buffer) >= self._size:
             piece = bytes(self._buffer[: self._size])
             del self._buffer[: self._size]
-            if self._pending is not None:
-                yield self._pending
-            self._pending = piece
+            yield piece
 
     def finish(self) -> Iterator[bytes]:
-        """The remaining pieces; the last one yielded is the end of the stream."""
-        if self._pending is not None:
-            yield self._pending
-            self._pending = None
+        """The shorter remainder, if any."""
         if self._buffer:
             yield bytes(self._buffer)
             self._buffer.clear()

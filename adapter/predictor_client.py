@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, NamedTuple
 
 import httpx
 import numpy as np
@@ -65,22 +65,31 @@ def _chunk_samples(event: dict) -> np.ndarray:
         raise PredictorError(502, "predictor sent a malformed audio chunk") from None
 
 
+class StreamedAudio(NamedTuple):
+    samples: np.ndarray  # float32 mono at 24 kHz
+    final: bool  # nothing follows: exactly one chunk of a complete stream says so
+
+
 class AudioStream:
-    """One generate_stream call. Iterate for float32 chunks; `aclose()` cancels it upstream."""
+    """One generate_stream call. Iterate for StreamedAudio; `aclose()` cancels it upstream."""
 
     def __init__(self, response: httpx.Response):
         self._response = response
         self.done: dict | None = None
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+    async def __aiter__(self) -> AsyncIterator[StreamedAudio]:
         try:
+            final_seen = False
             async for event in self._events():
                 kind = event.get("type")
                 if kind == "chunk":
-                    yield _chunk_samples(event)
+                    final_seen = event.get("final") is True
+                    yield StreamedAudio(_chunk_samples(event), final_seen)
                 elif kind == "done":
                     self.done = event
+                    if not final_seen:  # a predictor that does not flag its last chunk
+                        yield StreamedAudio(np.zeros(0, dtype=np.float32), True)
                     return
                 elif kind == "error":
                     code = event.get("code")

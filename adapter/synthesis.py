@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator
 
-import numpy as np
 
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
-from adapter.predictor_client import AudioStream, PredictorError
+from adapter.predictor_client import AudioStream, PredictorError, StreamedAudio
 
 if TYPE_CHECKING:
     from adapter.metrics import Metrics
@@ -69,20 +68,20 @@ class Synthesis:
         except PredictorError as exc:
             raise relay(exc) from None
 
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
+    async def chunks(self) -> AsyncIterator[StreamedAudio]:
         if self._stream is None:
             await self.open()
         metrics = self._ctx.metrics
         previous: float | None = None
         try:
-            async for samples in self._stream:
+            async for chunk in self._stream:
                 now = time.perf_counter()
                 if previous is None:
                     metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(now - self._started)
                 else:
                     metrics.inter_chunk_gap.labels(self._transport, self._request.model).observe(now - previous)
                 previous = now
-                yield samples
+                yield chunk
         except PredictorError as exc:
             raise relay(exc) from None
 

@@ -71,7 +71,7 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             chunk = first
             try:
                 while chunk is not None:
-                    yield _event({"type": "chunk", "index": chunk.index, "sample_rate": SAMPLE_RATE,
+                    yield _event({"type": "chunk", "index": chunk.index, "sample_rate": SAMPLE_RATE, "final": chunk.final,
                                   "audio_b64": base64.b64encode(chunk.samples.astype("<f4").tobytes()).decode()})
                     chunk = await anext(chunks, None)
                 yield _event({"type": "done", "chunks": summary.chunks, "duration_seconds": summary.duration_seconds,

@@ -5,7 +5,7 @@ test-only controls (under /_test) so tests can see what the adapter sent and whe
 Markers in the text change its behaviour:
   [fail400]  400 before streaming        [midfail]  one chunk, then an error event
   [slow]     many chunks, 0.2 s apart    [empty]    no audio at all
-  [long]     ~3 s of audio
+  [long]     ~3 s of audio                  [unflagged] no chunk says final (older predictors)
 
 Run: python tests/adapter_fake_predictor.py --port 9000 --voices-dir ./voices [--models standard,turbo]
 """
@@ -85,7 +85,8 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
                     if delay:
                         await asyncio.sleep(delay)
                     piece = wave[i * CHUNK:(i + 1) * CHUNK]
-                    yield _sse({"type": "chunk", "index": i, "sample_rate": RATE,
+                    final = i == n_chunks - 1 and "[unflagged]" not in text
+                    yield _sse({"type": "chunk", "index": i, "sample_rate": RATE, "final": final,
                                 "audio_b64": base64.b64encode(piece.tobytes()).decode()})
                     if "[midfail]" in text:
                         yield _sse({"type": "error", "code": 500, "message": "fake failure mid-stream"})

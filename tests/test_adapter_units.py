@@ -79,12 +79,12 @@ def test_resampled_length_matches_the_rate(rate):
     assert total == rate * 2
 
 
-def test_rechunker_cuts_exact_sizes_and_holds_back_the_last():
+def test_rechunker_cuts_exact_sizes_without_holding_any_back():
     size = chunk_bytes_for(16000, 40)
     assert size == 1280
     r = Rechunker(size)
     out = list(r.feed(b"a" * 3000))
-    assert [len(p) for p in out] == [1280]  # the second full piece is held back
+    assert [len(p) for p in out] == [1280, 1280]  # every full piece at once
     out += list(r.feed(b"b" * 300)) + list(r.finish())
     assert [len(p) for p in out] == [1280, 1280, 740]
     assert b"".join(out) == b"a" * 3000 + b"b" * 300
@@ -228,9 +228,9 @@ def _sse(*events) -> bytes:
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
 
 
-def _chunk(samples) -> dict:
+def _chunk(samples, **fields) -> dict:
     data = np.asarray(samples, dtype="<f4").tobytes()
-    return {"type": "chunk", "index": 0, "sample_rate": 24000, "audio_b64": base64.b64encode(data).decode()}
+    return {"type": "chunk", "index": 0, "sample_rate": 24000, "audio_b64": base64.b64encode(data).decode(), **fields}
 
 
 def _run_stream(handler) -> tuple[list, Exception | None]:
@@ -239,8 +239,8 @@ def _run_stream(handler) -> tuple[list, Exception | None]:
         got, error = [], None
         try:
             stream = await client.open_stream("standard", "hi", {"voice": "a.wav"})
-            async for samples in stream:
-                got.append(samples.tolist())
+            async for chunk in stream:
+                got.append((chunk.samples.tolist(), chunk.final))
         except PredictorError as exc:
             error = exc
         finally:
@@ -260,9 +260,16 @@ def test_stream_yields_float_chunks_and_sends_the_documented_body():
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
     got, error = _run_stream(handler)
-    assert error is None and got == [[0.5, -0.5]]
+    # This predictor flags no chunk final: the end of the stream is marked by an empty final chunk.
+    assert error is None and got == [([0.5, -0.5], False), ([], True)]
     assert seen == {"path": "/v2/models/standard/generate_stream",
                     "body": {"text_input": "hi", "parameters": {"voice": "a.wav"}}}
+
+
+def test_a_flagged_final_chunk_is_the_last_one():
+    body = _sse(_chunk([0.1], final=False), _chunk([0.2], final=True), {"type": "done", "chunks": 2})
+    got, error = _run_stream(lambda request: httpx.Response(200, content=body))
+    assert error is None and got == [([pytest.approx(0.1)], False), ([pytest.approx(0.2)], True)]
 
 
 @pytest.mark.parametrize("response, status, words", [

@@ -190,6 +190,8 @@ def test_http_stream_abort_frees_the_slot(single_slot):
     quick = requests.post(f"{predictor.http_url}/v2/models/turbo/generate_stream",
                           json={"text_input": "Next.", "parameters": {"max_new_tokens": 3}}, timeout=300)
     assert quick.status_code == 200 and b'"type":"done"' in quick.content
+    events = [json.loads(line[5:]) for line in quick.content.splitlines() if line.startswith(b"data:")]
+    assert [e.get("final") for e in events] == [False] * (len(events) - 2) + [True, None]
 
 
 def test_websocket_close_frees_the_slot(single_slot):

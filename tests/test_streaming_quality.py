@@ -100,6 +100,15 @@ def test_same_request_streams_the_same_audio(engine):
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_only_the_utterances_last_chunk_is_final(engine, stream):
+    text = "This first sentence is long enough to be a piece of its own. So is the second one here."
+    request = engine.prepare("turbo", text, {"seed": 4, "max_new_tokens": 12})
+    assert len(request.pieces) == 2
+    finals = [c.final for c in engine.chunks(request, stream=stream)]
+    assert finals == [False] * (len(finals) - 1) + [True] and len(finals) >= 2
+
+
 def test_one_word_streams_and_nothing_is_dropped(engine):
     request = engine.prepare("standard", "Hi.", {"seed": 3, "max_new_tokens": 4})
     chunks = list(engine.chunks(request, stream=True))

@@ -111,7 +111,7 @@ async def tts(body: TTSRequest, request: Request, ctx: AppContext = Depends(get_
 
 async def _whole(request: Request, synthesis: Synthesis, fmt: str, rate: int) -> Response:
     async def collect() -> list[np.ndarray]:
-        return [samples async for samples in synthesis.chunks()]
+        return [chunk.samples async for chunk in synthesis.chunks()]
 
     pieces = await _unless_disconnected(request, collect())
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
@@ -135,15 +135,15 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
             header = encoder.stream_header()
             if header:
                 yield header
-            samples = first
-            while samples is not None:
-                data = encoder.encode(samples)
+            chunk = first
+            while chunk is not None:
+                data = encoder.encode(chunk.samples)
                 if rechunker is None:
                     yield data
                 else:
                     for piece in rechunker.feed(data):
                         yield piece
-                samples = await anext(chunks, None)
+                chunk = await anext(chunks, None)
             tail = encoder.encode(np.zeros(0, dtype=np.float32), last=True)
             pieces = [tail] if rechunker is None else [*rechunker.feed(tail), *rechunker.finish()]
             for piece in pieces:

@@ -163,17 +163,17 @@ class Session:
                                          is_last=is_last))
             index += 1
 
-        async for samples in synthesis.chunks():
-            for piece in rechunker.feed(encoder.encode(samples)):
-                await emit(piece, False)
-        tail = encoder.encode(np.zeros(0, dtype=np.float32), last=True)
-        # The rechunker held the newest piece back, so the real last one can say so.
-        remaining = [*rechunker.feed(tail), *rechunker.finish()] or [b""]
-        for i, piece in enumerate(remaining):
-            await emit(piece, i == len(remaining) - 1)
+        # Every full piece goes out as soon as it exists; the predictor flags its final chunk, so
+        # the last piece can say is_last without holding audio back to wait for the end.
+        async for chunk in synthesis.chunks():
+            pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
+            if chunk.final:
+                pieces = [*pieces, *rechunker.finish()] or [b""]
+            for i, piece in enumerate(pieces):
+                await emit(piece, chunk.final and i == len(pieces) - 1)
 
     async def _whole(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        parts = [encoder.encode(samples) async for samples in synthesis.chunks()]
+        parts = [encoder.encode(chunk.samples) async for chunk in synthesis.chunks()]
         parts.append(encoder.encode(np.zeros(0, dtype=np.float32), last=True))
         pcm = b"".join(parts)
         data = wav_header(encoder.sample_rate, len(pcm)) + pcm if encoder.format == "wav" else pcm

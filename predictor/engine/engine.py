@@ -66,6 +66,7 @@ class AudioChunk:
     samples: np.ndarray  # float32 mono at 24 kHz
     index: int
     speech_tokens: int  # speech tokens behind this chunk
+    final: bool = False  # the utterance's last chunk: lets relays flag their own last piece without waiting
 
 
 class ChatterboxEngine:
@@ -179,7 +180,8 @@ class ChatterboxEngine:
             for samples, speech_tokens, piece_done in parts:
                 if piece_done and not last_piece:
                     samples = _fade_out(samples, JOIN_FADE_SAMPLES)
-                yield AudioChunk(samples=samples, index=index, speech_tokens=speech_tokens)
+                yield AudioChunk(samples=samples, index=index, speech_tokens=speech_tokens,
+                                 final=piece_done and last_piece)
                 index += 1
             if cancelled():
                 return
