@@ -16,6 +16,7 @@ from .metrics import record_voice_cache
 from .model import ChatterboxModel, tolerate_binary_bytes_inputs
 from .server import add_routes
 from .service import SynthesisService
+from .torch_thread import TorchThread
 
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
 parser.add_argument("--model_dir", default="/mnt/models",
@@ -31,8 +32,9 @@ def main() -> None:
         kserve_logging.configure_logging(args.log_config_file)
     logging.getLogger().setLevel(settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
-    engine.load()
-    service = SynthesisService(engine, settings.max_concurrent_requests)
+    torch_thread = TorchThread()
+    torch_thread.call(engine.load)
+    service = SynthesisService(engine, settings.max_concurrent_requests, torch_thread)
     tolerate_binary_bytes_inputs()
     add_routes(kserve_app, service)
     models = [ChatterboxModel(name, service) for name in engine.variants]

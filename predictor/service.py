@@ -1,5 +1,6 @@
 """What every transport shares: admission (bounded work in flight), voice choice, running the engine
-off the event loop, cancellation, and metrics. The V2 model and the streaming route sit on top."""
+off the event loop (on the one torch thread, step by step), cancellation, and metrics. The V2 model
+and the streaming route sit on top."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import metrics
 from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
 from .engine.params import ParameterError
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
+from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,13 @@ class StreamSummary:
         return self.samples / SAMPLE_RATE
 
 
+_END = object()  # next()'s default: the engine has no more steps
+
+
 class SynthesisService:
-    def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int):
+    def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int, torch_thread: TorchThread):
         self.engine = engine
+        self.torch_thread = torch_thread
         self.capacity = max_concurrent_requests
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -75,21 +81,20 @@ class SynthesisService:
         self._admit(model)
         cancelled = threading.Event()
         iterator = None
-        pending: asyncio.Future | None = None
         outcome = "error"
         try:
-            request = await asyncio.to_thread(self._prepare, model, text, dict(raw_params), audio_prompt)
+            request = await self.torch_thread.run(self._prepare, model, text, dict(raw_params), audio_prompt)
             summary.seed = request.seed
-            iterator = self.engine.chunks(request, cancelled=cancelled.is_set, stream=incremental)
+            iterator = self.engine.steps(request, cancelled=cancelled.is_set, stream=incremental)
             last = None
             while True:
-                pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, None))
-                # Shielded: a cancelled request must not abandon the step running in the worker
+                # Shielded: a cancelled request must not abandon the step running on the torch
                 # thread; _finish closes the engine once that step returns.
-                chunk = await asyncio.shield(pending)
-                pending = None
-                if chunk is None:
+                chunk = await asyncio.shield(self.torch_thread.run(next, iterator, _END))
+                if chunk is _END:
                     break
+                if chunk is None:  # a pause between steps: others had their turn
+                    continue
                 now = time.perf_counter()
                 if last is None:
                     metrics.TIME_TO_FIRST_AUDIO.labels(model=model).observe(now - started)
@@ -115,20 +120,21 @@ class SynthesisService:
         finally:
             cancelled.set()
             metrics.REQUESTS.labels(model=model, outcome=outcome).inc()
-            self._finish(model, iterator, pending)
+            self._finish(model, iterator, interrupted=outcome == "cancelled")
 
-    def _finish(self, model: str, iterator, pending: asyncio.Future | None) -> None:
-        """Stop the engine and free the slot, once the step running in a worker thread (if any) returns."""
+    def _finish(self, model: str, iterator, interrupted: bool) -> None:
+        """Stop the engine and free the slot. An interrupted request may still have a step running:
+        the torch thread runs work in order, so its close goes there, after that step."""
 
-        def close(_=None):
+        def close():
             try:
                 if iterator is not None:
                     iterator.close()
             finally:
                 self._release(model)
 
-        if pending is not None and not pending.done():
-            pending.add_done_callback(close)
+        if interrupted and iterator is not None:
+            self.torch_thread.submit(close)
         else:
             close()
 

@@ -2,6 +2,7 @@
 
 `prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
 come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
+A server that runs many requests on one thread uses `steps()`, whose every step is bounded work.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SAMPLE_RATE = 24000
 SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second at 24 kHz
 SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
 JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
+STEP_TOKENS = 10  # speech tokens per step of steps(): how long one request keeps others waiting
 
 
 class RequestError(ValueError):
@@ -168,16 +170,28 @@ class ChatterboxEngine:
         Either way the speech tokens are the same: T3 samples from its own generator, which the
         vocoder never advances.
         """
+        for item in self.steps(request, cancelled, stream):
+            if item is not None:
+                yield item
+
+    def steps(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False,
+              stream: bool = False) -> Iterator[AudioChunk | None]:
+        """chunks(), with a None after every STEP_TOKENS speech tokens: each next() is then at most
+        that many tokens and one vocoder call, and other requests can take their turn in between."""
         loaded = self.variants[request.variant]
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         t3_cond = self._t3_cond(loaded, request)
         index = 0
         for piece_index, piece in enumerate(request.pieces):
             last_piece = piece_index == len(request.pieces) - 1
-            tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator)
+            tokens = _with_pauses(self._speech_tokens(loaded, piece, t3_cond, request.params, generator))
             parts = (self._stream_piece(loaded, request, piece_index, tokens, cancelled) if stream
                      else self._whole_piece(loaded, request, tokens, generator, cancelled))
-            for samples, speech_tokens, piece_done in parts:
+            for part in parts:
+                if part is None:
+                    yield None
+                    continue
+                samples, speech_tokens, piece_done = part
                 if piece_done and not last_piece:
                     samples = _fade_out(samples, JOIN_FADE_SAMPLES)
                 yield AudioChunk(samples=samples, index=index, speech_tokens=speech_tokens,
@@ -186,18 +200,21 @@ class ChatterboxEngine:
             if cancelled():
                 return
 
-    def _whole_piece(self, loaded: LoadedVariant, request: PreparedRequest, tokens: Iterator[int],
-                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
+    def _whole_piece(self, loaded: LoadedVariant, request: PreparedRequest, tokens: Iterator[int | None],
+                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
         collected = []
         for token in tokens:
             if cancelled():
                 return
+            if token is None:
+                yield None
+                continue
             collected.append(token)
         speech = torch.tensor([t for t in collected if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
         yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel()), True
 
     def _stream_piece(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int,
-                      tokens: Iterator[int], cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
+                      tokens: Iterator[int | None], cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
         vocoder = self.chunked_vocoder(loaded, request, piece_index)
         watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE, loaded.lock)
         yield from stream_piece(tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE,
@@ -286,6 +303,13 @@ def tolerate_missing_chinese_segmenter() -> None:
 
     init_segmenter._tolerant = True
     ChineseCangjieConverter._init_segmenter = init_segmenter
+
+
+def _with_pauses(tokens: Iterator[int]) -> Iterator[int | None]:
+    for count, token in enumerate(tokens, 1):
+        yield token
+        if count % STEP_TOKENS == 0:
+            yield None
 
 
 def _global_generator(device: str) -> torch.Generator:

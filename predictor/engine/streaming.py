@@ -182,17 +182,21 @@ class StreamWatermarker:
         return out
 
 
-def stream_piece(token_stream: Iterator[int], vocoder: ChunkedVocoder, watermark: StreamWatermarker,
+def stream_piece(token_stream: Iterator[int | None], vocoder: ChunkedVocoder, watermark: StreamWatermarker,
                  schedule: tuple[int, ...], speech_vocab_size: int,
-                 cancelled) -> Iterator[tuple[np.ndarray, int, bool]]:
+                 cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
-    `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones."""
+    `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones.
+    A None in the token stream (a pause between engine steps) is passed on."""
     pending: list[int] = []
     tokens_behind = 0
     chunk_index = 0
     for token in token_stream:
         if cancelled():
             return
+        if token is None:
+            yield None
+            continue
         if token >= speech_vocab_size:
             continue
         pending.append(token)

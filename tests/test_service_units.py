@@ -1,0 +1,92 @@
+"""SynthesisService on a test double of the engine: every engine call runs on the one torch thread,
+requests take turns step by step, and an interrupted request is closed there before its slot frees.
+(The real engine behind the real server is tested in test_predictor_v2 and test_end_to_end.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from predictor.engine.engine import AudioChunk
+from predictor.service import SynthesisError, SynthesisService
+from predictor.torch_thread import TorchThread
+
+
+class StepEngine:
+    """Three chunks per request, each after a pause step; records which thread ran what."""
+
+    def __init__(self, steps: int = 3):
+        self.variants = {"turbo": object()}
+        self.settings = SimpleNamespace(voices_dir="/nonexistent")
+        self.steps_per_request = steps
+        self.threads: set[str] = set()
+        self.log: list[tuple[str, int]] = []
+        self.closed: list[str] = []
+
+    def prepare(self, variant, text, params, voice):
+        self.threads.add(threading.current_thread().name)
+        return SimpleNamespace(name=text, seed=0)
+
+    def steps(self, request, cancelled, stream):
+        try:
+            for i in range(self.steps_per_request):
+                if cancelled():
+                    return
+                self.threads.add(threading.current_thread().name)
+                self.log.append((request.name, i))
+                yield None
+                yield AudioChunk(samples=np.full(4, i, dtype=np.float32), index=i, speech_tokens=1,
+                                 final=i == self.steps_per_request - 1)
+        finally:
+            self.closed.append(request.name)
+
+
+async def collect(service: SynthesisService, text: str) -> list[int]:
+    return [chunk.index async for chunk in service.stream("turbo", text, {})]
+
+
+def test_every_engine_call_runs_on_the_torch_thread_and_pauses_are_skipped():
+    engine = StepEngine()
+    service = SynthesisService(engine, 2, TorchThread())
+    assert asyncio.run(collect(service, "a")) == [0, 1, 2]
+    assert len(engine.threads) == 1 and next(iter(engine.threads)).startswith("torch")
+    assert service._in_flight == 0
+
+
+def test_concurrent_requests_take_turns_step_by_step():
+    engine = StepEngine(steps=4)
+    service = SynthesisService(engine, 2, TorchThread())
+
+    async def both():
+        return await asyncio.gather(collect(service, "a"), collect(service, "b"))
+
+    assert asyncio.run(both()) == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    order = [name for name, _ in engine.log]
+    # Neither request ran all its steps before the other started.
+    assert order.index("b") < len(order) - order[::-1].index("a") - 1
+
+
+def test_a_full_service_answers_429_and_an_abandoned_stream_frees_its_slot():
+    engine = StepEngine(steps=50)
+    service = SynthesisService(engine, 1, TorchThread())
+
+    async def scenario():
+        stream = service.stream("turbo", "long", {})
+        assert (await anext(stream)).index == 0
+        with pytest.raises(SynthesisError) as busy:
+            await anext(service.stream("turbo", "other", {}))
+        assert busy.value.status == 429
+        await stream.aclose()  # the client went away
+        for _ in range(200):
+            if service._in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        return await collect(service, "next")
+
+    assert asyncio.run(scenario())[:2] == [0, 1]
+    assert "long" in engine.closed and service._in_flight == 0
+    assert [i for name, i in engine.log if name == "long"][-1] < 49  # it stopped early
