@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .variants import MULTILINGUAL_LANGUAGES, VARIANTS
 
@@ -52,36 +52,34 @@ INT_RANGES = {
 KNOWN_FIELDS = frozenset(FLOAT_RANGES) | frozenset(INT_RANGES) | {"language_id", "max_new_tokens"}
 
 
-def _as_float(field: str, value: Any, low: float, high: float) -> float:
+def _number(field: str, value: Any, kind: str, parse: Callable[[str], Any], low: float, high: float) -> Any:
+    """`value` as sent, or parsed from text (gRPC parameters carry no doubles); refuses the rest."""
+    expected = f"must be {kind} in [{low}, {high}]"
     if isinstance(value, bool):
-        raise ParameterError(field, f"must be a number in [{low}, {high}], got a boolean")
+        raise ParameterError(field, f"{expected}, got a boolean")
     if isinstance(value, str):
         try:
-            value = float(value.strip())
+            return parse(value.strip())
         except ValueError:
-            raise ParameterError(field, f"must be a number in [{low}, {high}], got {value!r}") from None
+            raise ParameterError(field, f"{expected}, got {value!r}") from None
     if not isinstance(value, (int, float)):
-        raise ParameterError(field, f"must be a number in [{low}, {high}], got {type(value).__name__}")
-    value = float(value)
+        raise ParameterError(field, f"{expected}, got {type(value).__name__}")
+    return value
+
+
+def _as_float(field: str, value: Any, low: float, high: float) -> float:
+    value = float(_number(field, value, "a number", float, low, high))
     if math.isnan(value) or not (low <= value <= high):
         raise ParameterError(field, f"must be in [{low}, {high}], got {value}")
     return value
 
 
 def _as_int(field: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool):
-        raise ParameterError(field, f"must be an integer in [{low}, {high}], got a boolean")
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ParameterError(field, f"must be an integer in [{low}, {high}], got {value!r}") from None
+    value = _number(field, value, "an integer", int, low, high)
     if isinstance(value, float):
         if not value.is_integer():
             raise ParameterError(field, f"must be an integer in [{low}, {high}], got {value}")
         value = int(value)
-    if not isinstance(value, int):
-        raise ParameterError(field, f"must be an integer in [{low}, {high}], got {type(value).__name__}")
     if not (low <= value <= high):
         raise ParameterError(field, f"must be in [{low}, {high}], got {value}")
     return value
