@@ -178,9 +178,10 @@ class PredictorClient:
             raise PredictorUnavailable("predictor info is not an object")
         return info
 
-    async def open_stream(self, model: str, text: str, parameters: dict) -> AudioStream:
-        """Start a generation; errors before the first chunk raise PredictorError with a relayable status."""
-        body = {"text_input": text, "parameters": parameters}
+    async def open_stream(self, model: str, text: str, parameters: dict, incremental: bool = True) -> AudioStream:
+        """Start a generation; errors before the first chunk raise PredictorError with a relayable status.
+        `incremental=False`: one chunk per text piece, upstream-exact and cheaper, for callers that wait anyway."""
+        body = {"text_input": text, "parameters": parameters, "incremental": incremental}
         # A known address is used even if the InferenceService is not Ready: the predictor has the last word.
         base = await self._base_url(require_ready=False)
         request = self._client.build_request("POST", f"{base}/v2/models/{model}/generate_stream", json=body,

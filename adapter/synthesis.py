@@ -64,7 +64,7 @@ class Synthesis:
     async def open(self) -> None:
         try:
             self._stream = await self._ctx.predictor.open_stream(
-                self._request.model, self._request.text, self.parameters())
+                self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream)
         except PredictorError as exc:
             raise relay(exc) from None
 

@@ -25,6 +25,9 @@ class GenerateStreamRequest(BaseModel):
     text_input: str = Field(description="The text to speak (UTF-8)")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Same names as the V2 infer parameters")
     audio_prompt_b64: str | None = Field(default=None, description="Base64 bytes of a reference audio file")
+    incremental: bool = Field(default=True, description=(
+        "true: chunks as speech tokens arrive; false: one chunk per text piece, each exactly what "
+        "infer (and upstream generate()) makes, at a lower total cost"))
 
 
 def _event(payload: dict) -> bytes:
@@ -61,7 +64,7 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
                 raise PredictorError("audio_prompt_b64: not valid base64", 400) from None
         summary = StreamSummary()
         chunks = service.stream(model_name, body.text_input, body.parameters, audio_prompt, summary=summary,
-                                incremental=True)
+                                incremental=body.incremental)
         try:
             first = await anext(chunks, None)
         except SynthesisError as exc:

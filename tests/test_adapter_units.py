@@ -263,7 +263,7 @@ def test_stream_yields_float_chunks_and_sends_the_documented_body():
     # This predictor flags no chunk final: the end of the stream is marked by an empty final chunk.
     assert error is None and got == [([0.5, -0.5], False), ([], True)]
     assert seen == {"path": "/v2/models/standard/generate_stream",
-                    "body": {"text_input": "hi", "parameters": {"voice": "a.wav"}}}
+                    "body": {"text_input": "hi", "parameters": {"voice": "a.wav"}, "incremental": True}}
 
 
 def test_a_flagged_final_chunk_is_the_last_one():

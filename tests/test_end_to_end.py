@@ -11,11 +11,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import soundfile as sf
 import websockets
 
+from adapter.audio import to_pcm16
 from predictor.random_weights import write_reference_wav
 
 from .adapter_fixtures import start_adapter
@@ -60,6 +62,24 @@ def test_seed_python_example_as_written(adapter, tmp_path, monkeypatch):
     assert response.status_code == 200 and response.headers["content-type"].startswith("audio/wav")
     audio, rate = sf.read(tmp_path / "output.wav")
     assert rate == 24000 and len(audio) > 0 and len(audio) % 960 == 0  # whole speech tokens
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_http_audio_is_the_predictors_for_the_same_seed(adapter, predictor, stream):
+    """Unstreamed, the adapter relays exactly what V2 infer (and so upstream generate()) makes;
+    streamed, the same speech tokens rendered chunk by chunk, so the same length."""
+    voice = {"seed": 7, "max_new_tokens": 12}
+    body = {"text": "Exactly the same.", "model": "turbo", "voice": {"audio_prompt_path": "alice.wav", **voice},
+            "audio": {"format": "pcm", "stream": stream}}
+    relayed = requests.post(f"{adapter.url}/api/tts", json=body)
+    assert relayed.status_code == 200, relayed.text
+    infer = requests.post(f"{predictor.http_url}/v2/models/turbo/infer", json={
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Exactly the same."]}],
+        "parameters": {"voice": "alice.wav", **voice}}).json()
+    direct = to_pcm16(np.asarray(infer["outputs"][0]["data"], dtype=np.float32))
+    assert len(relayed.content) == len(direct)
+    if not stream:
+        assert relayed.content == direct
 
 
 def test_upload_list_default_then_synthesise_with_the_default(adapter, voices_dir):
