@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator
 
-
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
 from adapter.predictor_client import AudioStream, PredictorError, StreamedAudio

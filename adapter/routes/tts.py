@@ -137,17 +137,16 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
                 yield header
             chunk = first
             while chunk is not None:
-                data = encoder.encode(chunk.samples)
+                data = encoder.encode(chunk.samples, last=chunk.final)
                 if rechunker is None:
-                    yield data
+                    if data:
+                        yield data
                 else:
                     for piece in rechunker.feed(data):
                         yield piece
                 chunk = await anext(chunks, None)
-            tail = encoder.encode(np.zeros(0, dtype=np.float32), last=True)
-            pieces = [tail] if rechunker is None else [*rechunker.feed(tail), *rechunker.finish()]
-            for piece in pieces:
-                if piece:
+            if rechunker is not None:
+                for piece in rechunker.finish():
                     yield piece
         finally:
             await chunks.aclose()

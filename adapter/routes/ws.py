@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 
-import numpy as np
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect
@@ -173,9 +172,7 @@ class Session:
                 await emit(piece, chunk.final and i == len(pieces) - 1)
 
     async def _whole(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        parts = [encoder.encode(chunk.samples) async for chunk in synthesis.chunks()]
-        parts.append(encoder.encode(np.zeros(0, dtype=np.float32), last=True))
-        pcm = b"".join(parts)
+        pcm = b"".join([encoder.encode(chunk.samples, last=chunk.final) async for chunk in synthesis.chunks()])
         data = wav_header(encoder.sample_rate, len(pcm)) + pcm if encoder.format == "wav" else pcm
         await self.send(ChunkMessage(id=msg.id, index=0, data=base64.b64encode(data).decode("ascii"), is_last=True))
 

@@ -4,8 +4,8 @@ These loops follow upstream's T3.inference (standard and multilingual, with clas
 guidance) and T3.inference_turbo step for step, so that with the same seed they sample the same
 tokens. What differs: tokens are yielded as they are sampled (for streaming), the KV cache and
 alignment analysis belong to the request, sampling draws from the request's own generator, the
-model lock is held per forward pass (so requests may interleave, from any thread), and the token cap is the
-request's.
+model lock is held per forward pass (so requests may interleave, from any thread), and the token
+cap is the request's.
 """
 
 from __future__ import annotations
