@@ -18,8 +18,10 @@ def main() -> int:
         print(f"adapter: configuration error: {exc}", file=sys.stderr)
         return 2
     level = settings.uvicorn_log_level
-    logging.basicConfig(level=logging.DEBUG if level == "trace" else level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if level == "trace" else level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # httpx logs every predictor call at INFO; that is access-log noise unless debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if level in ("debug", "trace") else logging.WARNING)
     try:
@@ -27,9 +29,14 @@ def main() -> int:
     except ValueError as exc:
         print(f"adapter: configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=level,
-                # Probes and scrapers hit /health and /metrics constantly; access logs only when debugging.
-                access_log=level in ("debug", "trace"))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=level,
+        # Probes and scrapers hit /health and /metrics constantly; access logs only when debugging.
+        access_log=level in ("debug", "trace"),
+    )
     return 0
 
 

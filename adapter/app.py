@@ -61,8 +61,9 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     ctx = AppContext(
         settings=settings,
         predictor=predictor,
-        voices=VoiceLibrary(settings.voices_dir, settings.default_voice,
-                            settings.voice_min_seconds, settings.voice_max_seconds),
+        voices=VoiceLibrary(
+            settings.voices_dir, settings.default_voice, settings.voice_min_seconds, settings.voice_max_seconds
+        ),
         slots=SlotPool(settings.max_concurrent_requests),
         metrics=metrics,
     )
@@ -73,8 +74,15 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
         await predictor.aclose()
 
     # The stock docs routes cannot take a dependency; they are re-added below behind the token.
-    app = FastAPI(title="Chatterbox TTS adapter", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Chatterbox TTS adapter",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.ctx = ctx
     install_error_handlers(app, RANGES)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

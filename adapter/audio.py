@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import soxr
@@ -23,10 +23,15 @@ def wav_header(sample_rate: int, data_bytes: int | None, channels: int = 1) -> b
         data_size = data_bytes
         riff_size = min(36 + data_bytes, STREAMING_WAV_SIZE)
     block_align = channels * 2
-    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate,
-                                    sample_rate * block_align, block_align, 16)
-            + b"data" + struct.pack("<I", data_size))
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
@@ -38,8 +43,9 @@ class StreamResampler:
     """Stateful resampler, so chunk boundaries do not click; a pass-through at the model rate."""
 
     def __init__(self, in_rate: int, out_rate: int):
-        self._stream = None if in_rate == out_rate else soxr.ResampleStream(
-            in_rate, out_rate, 1, dtype="float32", quality="HQ")
+        self._stream = (
+            None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+        )
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)

@@ -20,9 +20,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -44,7 +45,7 @@ class DiscoveryError(ValueError):
 
 @dataclass(frozen=True)
 class PredictorLocation:
-    url: str | None            # base URL without a trailing slash; None: nowhere to send requests
+    url: str | None  # base URL without a trailing slash; None: nowhere to send requests
     ready: bool | None = None  # None: nothing known beyond the URL (the predictor's own health decides)
     problem: str | None = None  # why there is no URL or it is not ready, in words for /health
 
@@ -87,15 +88,17 @@ def location_from_status(isvc: dict, ref: str) -> PredictorLocation:
         predictor.get("url"),
         status.get("url"),
     ]
-    url = next((u.rstrip("/") for u in candidates if isinstance(u, str) and u.startswith(("http://", "https://"))),
-               None)
+    url = next(
+        (u.rstrip("/") for u in candidates if isinstance(u, str) and u.startswith(("http://", "https://"))), None
+    )
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
     ready_condition = next((c for c in conditions if c.get("type") == "Ready"), None)
     ready = ready_condition is not None and str(ready_condition.get("status")) == "True"
     if url is None:
         why = _not_ready_reason(ready_condition, conditions)
-        return PredictorLocation(None, False, f"InferenceService {ref} has no address in its status yet"
-                                              + (f" ({why})" if why else ""))
+        return PredictorLocation(
+            None, False, f"InferenceService {ref} has no address in its status yet" + (f" ({why})" if why else "")
+        )
     if not ready:
         why = _not_ready_reason(ready_condition, conditions)
         return PredictorLocation(url, False, f"InferenceService {ref} is not Ready" + (f": {why}" if why else ""))
@@ -112,7 +115,7 @@ def _not_ready_reason(ready: dict | None, conditions: list[dict]) -> str:
     return "; ".join(parts[:3])
 
 
-def cluster_configuration() -> "Configuration":
+def cluster_configuration() -> Configuration:
     """The API server and credentials: in-cluster (the pod's ServiceAccount) when running in a pod,
     else the kubeconfig (KUBECONFIG or ~/.kube/config), for running the adapter outside the cluster."""
     from kubernetes import config
@@ -125,8 +128,10 @@ def cluster_configuration() -> "Configuration":
         else:
             config.load_kube_config(client_configuration=configuration)
     except config.ConfigException as exc:
-        raise DiscoveryError(f"INFERENCESERVICE_NAME is set, but there is no Kubernetes API configuration "
-                             f"(in-cluster ServiceAccount or kubeconfig): {exc}") from None
+        raise DiscoveryError(
+            f"INFERENCESERVICE_NAME is set, but there is no Kubernetes API configuration "
+            f"(in-cluster ServiceAccount or kubeconfig): {exc}"
+        ) from None
     return configuration
 
 
@@ -138,17 +143,26 @@ def resolve_namespace(explicit: str | None, namespace_file: str | os.PathLike = 
     except OSError:
         namespace = ""
     if not namespace:
-        raise DiscoveryError(f"INFERENCESERVICE_NAME is set, but POD_NAMESPACE is not and {namespace_file} "
-                             f"cannot be read")
+        raise DiscoveryError(
+            f"INFERENCESERVICE_NAME is set, but POD_NAMESPACE is not and {namespace_file} cannot be read"
+        )
     return namespace
 
 
 class InferenceServiceLocator:
     """The predictor's address and readiness from an InferenceService's status, via the Kubernetes API."""
 
-    def __init__(self, name: str, namespace: str, configuration: "Configuration | None" = None, *,
-                 refresh_s: float = 30.0, retry_s: float = 5.0, request_timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        configuration: Configuration | None = None,
+        *,
+        refresh_s: float = 30.0,
+        retry_s: float = 5.0,
+        request_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         from kubernetes.client import ApiClient, CustomObjectsApi
 
         self.name, self.namespace = name, namespace
@@ -184,8 +198,11 @@ class InferenceServiceLocator:
 
     def _remember(self, location: PredictorLocation) -> None:
         previous = self._location
-        if previous is None or (previous.url, previous.ready, previous.problem) != \
-                (location.url, location.ready, location.problem):
+        if previous is None or (previous.url, previous.ready, previous.problem) != (
+            location.url,
+            location.ready,
+            location.problem,
+        ):
             if location.ready:
                 log.info("predictor: %s (InferenceService %s is Ready)", location.url, self.ref)
             else:
@@ -199,14 +216,19 @@ class InferenceServiceLocator:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            isvc = self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name,
-                                                          _request_timeout=self._timeout_s)
+            isvc = self._api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=self._timeout_s
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return PredictorLocation(None, False, f"InferenceService {self.ref} not found")
             if exc.status in (401, 403):
-                return PredictorLocation(None, False, f"not allowed to read InferenceService {self.ref} "
-                                                      f"(HTTP {exc.status}): check the adapter's ServiceAccount and Role")
+                return PredictorLocation(
+                    None,
+                    False,
+                    f"not allowed to read InferenceService {self.ref} "
+                    f"(HTTP {exc.status}): check the adapter's ServiceAccount and Role",
+                )
             return self._api_failed(f"HTTP {exc.status} {exc.reason or ''}".strip())
         except Exception as exc:  # connection refused, timeouts, TLS, a bad answer: all mean "no answer"
             return self._api_failed(f"{exc.__class__.__name__}: {exc}")
@@ -219,8 +241,9 @@ class InferenceServiceLocator:
         if self._location is not None and self._location.url is not None:
             log.warning("cannot read InferenceService %s (%s); keeping %s", self.ref, what, self._location.url)
             return self._location
-        return PredictorLocation(None, False, f"cannot read InferenceService {self.ref} from the Kubernetes API "
-                                              f"({what})")
+        return PredictorLocation(
+            None, False, f"cannot read InferenceService {self.ref} from the Kubernetes API ({what})"
+        )
 
 
 def validate_names(name: str | None, namespace: str | None) -> list[str]:
@@ -233,8 +256,7 @@ def validate_names(name: str | None, namespace: str | None) -> list[str]:
     return problems
 
 
-def make_locator(settings: "Settings", configuration: "Configuration | None" = None,
-                 **options) -> PredictorLocator:
+def make_locator(settings: Settings, configuration: Configuration | None = None, **options) -> PredictorLocator:
     """PREDICTOR_URL, or discovery when INFERENCESERVICE_NAME is set. `configuration` replaces the
     in-cluster Kubernetes configuration (tests); `options` go to InferenceServiceLocator."""
     if settings.inferenceservice_name:

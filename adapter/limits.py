@@ -10,7 +10,7 @@ RETRY_AFTER_S = 1
 class Slot:
     """A held slot; release() is idempotent so every exit path may call it."""
 
-    def __init__(self, pool: "SlotPool"):
+    def __init__(self, pool: SlotPool):
         self._pool = pool
         self._held = True
 

@@ -6,7 +6,8 @@ import base64
 import binascii
 import json
 import logging
-from typing import AsyncIterator, NamedTuple
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -58,7 +59,9 @@ def _error_message(response: httpx.Response, body: bytes) -> str:
 
 def _chunk_samples(event: dict) -> np.ndarray:
     if event.get("sample_rate", MODEL_SAMPLE_RATE) != MODEL_SAMPLE_RATE:
-        raise PredictorError(502, f"predictor sent audio at {event.get('sample_rate')} Hz, expected {MODEL_SAMPLE_RATE}")
+        raise PredictorError(
+            502, f"predictor sent audio at {event.get('sample_rate')} Hz, expected {MODEL_SAMPLE_RATE}"
+        )
     try:
         return np.frombuffer(base64.b64decode(event["audio_b64"], validate=True), dtype="<f4")
     except (KeyError, TypeError, ValueError, binascii.Error):
@@ -129,8 +132,9 @@ class AudioStream:
 class PredictorClient:
     """`predictor`: a base URL (PREDICTOR_URL) or a locator that discovers it (adapter/discovery.py)."""
 
-    def __init__(self, predictor: "str | PredictorLocator", timeout_s: float,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, predictor: str | PredictorLocator, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ):
         self._locator = StaticLocator(predictor) if isinstance(predictor, str) else predictor
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
@@ -184,8 +188,9 @@ class PredictorClient:
         body = {"text_input": text, "parameters": parameters, "incremental": incremental}
         # A known address is used even if the InferenceService is not Ready: the predictor has the last word.
         base = await self._base_url(require_ready=False)
-        request = self._client.build_request("POST", f"{base}/v2/models/{model}/generate_stream", json=body,
-                                             headers={"Accept": "text/event-stream"})
+        request = self._client.build_request(
+            "POST", f"{base}/v2/models/{model}/generate_stream", json=body, headers={"Accept": "text/event-stream"}
+        )
         try:
             response = await self._client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

@@ -37,10 +37,17 @@ class VoiceOptions(_Strict):
     """Voice and sampling parameters. Unset fields take the predictor's defaults for the model."""
 
     audio_prompt_path: str | None = Field(
-        None, description="Voice file name in VOICES_DIR, or an absolute path inside it. "
-        "Unset: the default voice, else the model's built-in voice.", max_length=1024)
-    exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="Emotional intensity (default 0.5; standard/multilingual)")
-    cfg_weight: float | None = Field(None, ge=0.0, le=1.0, description="Pacing control (default 0.5; standard/multilingual)")
+        None,
+        description="Voice file name in VOICES_DIR, or an absolute path inside it. "
+        "Unset: the default voice, else the model's built-in voice.",
+        max_length=1024,
+    )
+    exaggeration: float | None = Field(
+        None, ge=0.0, le=2.0, description="Emotional intensity (default 0.5; standard/multilingual)"
+    )
+    cfg_weight: float | None = Field(
+        None, ge=0.0, le=1.0, description="Pacing control (default 0.5; standard/multilingual)"
+    )
     temperature: float | None = Field(None, ge=0.1, le=1.5, description="Sampling diversity (default 0.8)")
     top_p: float | None = Field(None, ge=0.0, le=1.0, description="Nucleus sampling threshold (model default)")
     repetition_penalty: float | None = Field(None, ge=1.0, le=10.0, description="Repetition penalty (model default)")
@@ -65,7 +72,9 @@ class _AudioBase(_Strict):
 
 
 class HttpAudioOptions(_AudioBase):
-    format: Literal["wav", "pcm_s16le"] = Field("wav", description="wav, or raw little-endian 16-bit mono PCM (alias: pcm)")
+    format: Literal["wav", "pcm_s16le"] = Field(
+        "wav", description="wav, or raw little-endian 16-bit mono PCM (alias: pcm)"
+    )
     stream: bool = Field(False, description="Send audio with chunked transfer as it is generated")
     chunk_size_ms: int | None = Field(None, ge=10, le=5000, description="Streaming only: re-chunk to this duration")
 
@@ -103,7 +112,9 @@ class SayMessage(_TextRequest):
 class SetVoiceMessage(_Strict):
     type: Literal["set_voice"]
     id: str | int | None = None
-    voice_path: str | None = Field(..., max_length=1024, description="Voice for this connection; null: back to the default")
+    voice_path: str | None = Field(
+        ..., max_length=1024, description="Voice for this connection; null: back to the default"
+    )
     persist: bool = Field(False, description="Also make it the shared default voice (like POST /api/voice/default)")
 
 
@@ -150,12 +161,18 @@ WS_MESSAGES = (SayMessage, SetVoiceMessage, ReadyMessage, ChunkMessage, DoneMess
 
 
 class SetDefaultVoice(_Strict):
-    voice_path: str | None = Field(..., max_length=1024, description="Voice name in VOICES_DIR; null clears the default")
+    voice_path: str | None = Field(
+        ..., max_length=1024, description="Voice name in VOICES_DIR; null clears the default"
+    )
 
 
 class DefaultVoice(BaseModel):
-    voice_path: str | None = Field(description="Current default voice (relative to VOICES_DIR), or null for the built-in voice")
-    source: Literal["api", "env"] | None = Field(description="api: set through this API (shared file); env: DEFAULT_VOICE")
+    voice_path: str | None = Field(
+        description="Current default voice (relative to VOICES_DIR), or null for the built-in voice"
+    )
+    source: Literal["api", "env"] | None = Field(
+        description="api: set through this API (shared file); env: DEFAULT_VOICE"
+    )
 
 
 class VoiceInfo(BaseModel):

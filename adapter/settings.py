@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 from adapter.discovery import validate_names
 
 MIB = 1024 * 1024
 
 # The seed's RUST_LOG names are kept; "warn" and "trace" have no direct stdlib spelling.
-_LOG_LEVELS = {"error": "error", "warn": "warning", "warning": "warning", "info": "info",
-               "debug": "debug", "trace": "trace", "critical": "critical"}
+_LOG_LEVELS = {
+    "error": "error",
+    "warn": "warning",
+    "warning": "warning",
+    "info": "info",
+    "debug": "debug",
+    "trace": "trace",
+    "critical": "critical",
+}
 
 
 class SettingsError(ValueError):
@@ -40,7 +47,7 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -57,16 +64,19 @@ class Settings:
     def validate(self) -> None:
         checks = [
             (1 <= self.port <= 65535, "PORT must be between 1 and 65535"),
-            (self.predictor_url.startswith(("http://", "https://")),
-             "PREDICTOR_URL must start with http:// or https://"),
+            (
+                self.predictor_url.startswith(("http://", "https://")),
+                "PREDICTOR_URL must start with http:// or https://",
+            ),
             (self.predictor_timeout_s > 0, "PREDICTOR_TIMEOUT_S must be positive"),
             (self.max_concurrent_requests >= 1, "MAX_CONCURRENT_REQUESTS must be at least 1"),
             (self.max_text_length >= 1, "MAX_TEXT_LENGTH must be at least 1"),
             (self.max_upload_bytes >= 1024, "MAX_UPLOAD_BYTES must be at least 1024"),
-            (0 <= self.voice_min_seconds < self.voice_max_seconds,
-             "VOICE_MIN_SECONDS must be >= 0 and below VOICE_MAX_SECONDS"),
-            (self.log_level.lower() in _LOG_LEVELS,
-             f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}"),
+            (
+                0 <= self.voice_min_seconds < self.voice_max_seconds,
+                "VOICE_MIN_SECONDS must be >= 0 and below VOICE_MAX_SECONDS",
+            ),
+            (self.log_level.lower() in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}"),
         ]
         for ok, message in checks:
             if not ok:

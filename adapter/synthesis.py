@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
 
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
 from adapter.predictor_client import AudioStream, PredictorError, StreamedAudio
 
 if TYPE_CHECKING:
-    from adapter.metrics import Metrics
     from adapter.limits import SlotPool
+    from adapter.metrics import Metrics
     from adapter.predictor_client import PredictorClient
     from adapter.schemas import _TextRequest
     from adapter.settings import Settings
@@ -21,11 +22,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class AppContext:
-    settings: "Settings"
-    predictor: "PredictorClient"
-    voices: "VoiceLibrary"
-    slots: "SlotPool"
-    metrics: "Metrics"
+    settings: Settings
+    predictor: PredictorClient
+    voices: VoiceLibrary
+    slots: SlotPool
+    metrics: Metrics
 
 
 def relay(exc: PredictorError) -> APIError:
@@ -37,8 +38,7 @@ class Synthesis:
     """Admission happens in the constructor (cheap checks, then a slot), so a refusal costs
     nothing upstream; `close()` must follow on every path and is safe to repeat."""
 
-    def __init__(self, ctx: AppContext, request: "_TextRequest", transport: str,
-                 connection_voice: str | None = None):
+    def __init__(self, ctx: AppContext, request: _TextRequest, transport: str, connection_voice: str | None = None):
         check_text_length(request.text, ctx.settings.max_text_length)
         voice = ctx.voices.voice_for_request(request.voice.audio_prompt_path, connection_voice)
         self._slot: Slot | None = ctx.slots.try_acquire()
@@ -63,7 +63,8 @@ class Synthesis:
     async def open(self) -> None:
         try:
             self._stream = await self._ctx.predictor.open_stream(
-                self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream)
+                self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream
+            )
         except PredictorError as exc:
             raise relay(exc) from None
 
@@ -76,7 +77,9 @@ class Synthesis:
             async for chunk in self._stream:
                 now = time.perf_counter()
                 if previous is None:
-                    metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(now - self._started)
+                    metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(
+                        now - self._started
+                    )
                 else:
                     metrics.inter_chunk_gap.labels(self._transport, self._request.model).observe(now - previous)
                 previous = now

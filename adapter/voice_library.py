@@ -149,7 +149,10 @@ class VoiceLibrary:
         except VoicePathError as exc:
             raise APIError(400, str(exc)) from None
         relative = self._relative_name(name, path)
-        if any(part.startswith(".") for part in relative.split("/")) or Path(relative).suffix.lower() not in AUDIO_SUFFIXES:
+        if (
+            any(part.startswith(".") for part in relative.split("/"))
+            or Path(relative).suffix.lower() not in AUDIO_SUFFIXES
+        ):
             raise APIError(400, f"voice '{name}' is not a voice file (expected {', '.join(AUDIO_SUFFIXES)})")
         if not path.is_file():
             raise APIError(404, f"voice '{name}' was not found in the voice folder")
@@ -163,8 +166,11 @@ class VoiceLibrary:
         name again on its side of the shared volume.
         """
         lexical = Path(os.path.normpath(name))
-        candidates = [lexical] if not lexical.is_absolute() else [
-            lexical.relative_to(base) for base in (self._given_root, self.root) if lexical.is_relative_to(base)]
+        candidates = (
+            [lexical]
+            if not lexical.is_absolute()
+            else [lexical.relative_to(base) for base in (self._given_root, self.root) if lexical.is_relative_to(base)]
+        )
         for candidate in candidates:
             # normpath drops "x/.." without following links; keep the name only if it still
             # leads to the file that passed the containment check.
@@ -290,8 +296,11 @@ class VoiceLibrary:
                 name = self._upload_name(filename + _ACCEPTED_FORMATS[probe.format])
                 self._refuse_existing(name, overwrite)
             if not self.min_seconds <= probe.duration_seconds <= self.max_seconds:
-                raise APIError(422, f"voice duration {probe.duration_seconds:.2f} s is outside the allowed "
-                                    f"{self.min_seconds:g}-{self.max_seconds:g} s")
+                raise APIError(
+                    422,
+                    f"voice duration {probe.duration_seconds:.2f} s is outside the allowed "
+                    f"{self.min_seconds:g}-{self.max_seconds:g} s",
+                )
             final = self.root / name
             existed = self._publish(tmp, final, overwrite)
         finally:

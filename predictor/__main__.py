@@ -19,8 +19,9 @@ from .service import SynthesisService
 from .torch_thread import TorchThread
 
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
-parser.add_argument("--model_dir", default="/mnt/models",
-                    help="Weights folder with one sub-folder per variant (MODEL_DIR overrides it)")
+parser.add_argument(
+    "--model_dir", default="/mnt/models", help="Weights folder with one sub-folder per variant (MODEL_DIR overrides it)"
+)
 args, _ = parser.parse_known_args()
 
 

@@ -55,7 +55,7 @@ class PredictorSettings:
         return [name for name in VARIANT_NAMES if wanted[name]]
 
     @classmethod
-    def from_env(cls, model_dir: str | None = None) -> "PredictorSettings":
+    def from_env(cls, model_dir: str | None = None) -> PredictorSettings:
         device = os.environ.get("DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda", "mps"):
             raise SystemExit(f"error: DEVICE={device!r} must be one of auto, cpu, cuda, mps")
@@ -65,7 +65,9 @@ class PredictorSettings:
             if not schedule or min(schedule) < 1:
                 raise ValueError
         except ValueError:
-            raise SystemExit(f"error: STREAM_CHUNK_TOKENS={schedule_raw!r} must be positive integers, e.g. 6,25,50") from None
+            raise SystemExit(
+                f"error: STREAM_CHUNK_TOKENS={schedule_raw!r} must be positive integers, e.g. 6,25,50"
+            ) from None
         settings = cls(
             device=device,
             load_standard=_env_bool("LOAD_STANDARD", True),
@@ -81,5 +83,7 @@ class PredictorSettings:
             stream_chunk_tokens=schedule,
         )
         if not settings.variants:
-            raise SystemExit("error: no model selected: set at least one of LOAD_STANDARD, LOAD_TURBO, LOAD_MULTILINGUAL to true")
+            raise SystemExit(
+                "error: no model selected: set at least one of LOAD_STANDARD, LOAD_TURBO, LOAD_MULTILINGUAL to true"
+            )
         return settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 import numpy as np
 from grpc import StatusCode
@@ -17,8 +17,13 @@ from kserve.protocol.infer_type import InferOutput
 from .engine.engine import SAMPLE_RATE
 from .service import StreamSummary, SynthesisError, SynthesisService
 
-_GRPC_CODES = {400: StatusCode.INVALID_ARGUMENT, 404: StatusCode.NOT_FOUND, 413: StatusCode.OUT_OF_RANGE,
-               429: StatusCode.RESOURCE_EXHAUSTED, 503: StatusCode.UNAVAILABLE}
+_GRPC_CODES = {
+    400: StatusCode.INVALID_ARGUMENT,
+    404: StatusCode.NOT_FOUND,
+    413: StatusCode.OUT_OF_RANGE,
+    429: StatusCode.RESOURCE_EXHAUSTED,
+    503: StatusCode.UNAVAILABLE,
+}
 
 
 class PredictorError(GrpcException):
@@ -45,7 +50,7 @@ def parameter_values(parameters: Any) -> dict[str, Any]:
     return values
 
 
-def _single_element(request: InferRequest, name: str, required: bool) -> Optional[bytes | str]:
+def _single_element(request: InferRequest, name: str, required: bool) -> bytes | str | None:
     """The one element of a BYTES input: `bytes` over gRPC, `str` when it came as JSON text over REST."""
     tensor = request.get_input_by_name(name)
     if tensor is None:
@@ -61,7 +66,7 @@ def _single_element(request: InferRequest, name: str, required: bool) -> Optiona
     return value if isinstance(value, str) else bytes(value)
 
 
-def _audio_prompt(request: InferRequest) -> Optional[bytes]:
+def _audio_prompt(request: InferRequest) -> bytes | None:
     """Raw file bytes over gRPC; over REST, base64 text (JSON strings cannot hold arbitrary bytes,
     and kserve 0.21 turns binary-extension BYTES back into UTF-8 strings)."""
     value = _single_element(request, "audio_prompt", required=False)
@@ -116,7 +121,10 @@ class ChatterboxModel(Model):
         return self.ready
 
     async def predict(
-        self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None, response_headers: Dict[str, str] = None,
+        self,
+        payload: dict | InferRequest,
+        headers: dict[str, str] = None,
+        response_headers: dict[str, str] = None,
     ) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput("expected a V2 inference request with a 'text' BYTES input")

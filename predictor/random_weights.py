@@ -30,23 +30,59 @@ VARIANTS = ("standard", "turbo", "multilingual")
 # folder someone emptied by hand from a finished one.
 EXPECTED_FILES = {
     "standard": ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"),
-    "turbo": ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors",
-              "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "conds.pt"),
-    "multilingual": ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt",
-                     "grapheme_mtl_merged_expanded_v1.json", "conds.pt"),
+    "turbo": (
+        "ve.safetensors",
+        "t3_turbo_v1.safetensors",
+        "s3gen_meanflow.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "conds.pt",
+    ),
+    "multilingual": (
+        "ve.pt",
+        "t3_mtl23ls_v2.safetensors",
+        "s3gen.pt",
+        "grapheme_mtl_merged_expanded_v1.json",
+        "conds.pt",
+    ),
 }
 
 # Ids the text side of T3Config hard-codes for standard and multilingual.
 STOP_ID, UNK_ID, SPACE_ID, START_ID = 0, 1, 2, 255
 OTHER_SPECIALS = ["[PAD]", "[SEP]", "[CLS]", "[MASK]"]
-MTL_LANGUAGES = ["ar", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "it", "ja",
-                 "ko", "ms", "nl", "no", "pl", "pt", "ru", "sv", "sw", "tr", "zh"]
+MTL_LANGUAGES = [
+    "ar",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "it",
+    "ja",
+    "ko",
+    "ms",
+    "nl",
+    "no",
+    "pl",
+    "pt",
+    "ru",
+    "sv",
+    "sw",
+    "tr",
+    "zh",
+]
 
 EOS = "<|endoftext|>"
 TURBO_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "Hello there! This is a test of the speech server, running with random weights.",
-    "Numbers like 1, 2, 3 and 42 appear in text too; so do questions? And quotes: \"yes\".",
+    'Numbers like 1, 2, 3 and 42 appear in text too; so do questions? And quotes: "yes".',
     "Sphinx of black quartz, judge my vow. Pack my box with five dozen liquor jugs.",
 ]
 
@@ -63,7 +99,7 @@ def write_reference_wav(path, seconds: float = 6.0, sample_rate: int = 24000, se
     pitch = f0 * (1.0 + 0.03 * np.sin(2 * np.pi * rng.uniform(4.0, 6.0) * t))
     phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
     decay = rng.uniform(0.5, 0.8)
-    wav = sum(decay ** k * np.sin((k + 1) * phase) for k in range(8))
+    wav = sum(decay**k * np.sin((k + 1) * phase) for k in range(8))
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3.0, 5.0) * t) ** 2
     wav = wav * envelope + 0.02 * rng.standard_normal(t.size)
     wav = 0.5 * wav / np.max(np.abs(wav))
@@ -124,8 +160,18 @@ def _write_en_tokenizer(path: Path) -> None:
 def _write_mtl_tokenizer(path: Path) -> None:
     # Scripts the supported languages reach after lowercasing and NFKD (hence combining marks,
     # Hangul jamo and kana), plus the [cj_*] codes the Chinese path emits.
-    blocks = [(0x21, 0x7F), (0xA1, 0x180), (0x300, 0x370), (0x370, 0x400), (0x400, 0x460),
-              (0x590, 0x600), (0x600, 0x700), (0x900, 0x980), (0x1100, 0x1200), (0x3040, 0x3100)]
+    blocks = [
+        (0x21, 0x7F),
+        (0xA1, 0x180),
+        (0x300, 0x370),
+        (0x370, 0x400),
+        (0x400, 0x460),
+        (0x590, 0x600),
+        (0x600, 0x700),
+        (0x900, 0x980),
+        (0x1100, 0x1200),
+        (0x3040, 0x3100),
+    ]
     chars = [c for a, b in blocks for c in _printable(a, b)]
     cangjie = [f"[cj_{c}]" for c in "abcdefghijklmnopqrstuvwxyz."]
     size = _char_tokenizer(path, chars, [f"[{lang}]" for lang in MTL_LANGUAGES] + cangjie)
@@ -140,8 +186,9 @@ def _write_turbo_tokenizer(folder: Path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=[EOS], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(TURBO_CORPUS, trainer)
     # transformers 5 writes only tokenizer.json + tokenizer_config.json; vocab.json, merges.txt
     # and special_tokens_map.json are what older GPT-2 loaders look for.
@@ -245,8 +292,9 @@ def write_checkpoints(out, variants=VARIANTS, seed: int = 0) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m predictor.random_weights", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write the variant folders into")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS)
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -25,9 +26,13 @@ class GenerateStreamRequest(BaseModel):
     text_input: str = Field(description="The text to speak (UTF-8)")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Same names as the V2 infer parameters")
     audio_prompt_b64: str | None = Field(default=None, description="Base64 bytes of a reference audio file")
-    incremental: bool = Field(default=True, description=(
-        "true: chunks as speech tokens arrive; false: one chunk per text piece, each exactly what "
-        "infer (and upstream generate()) makes, at a lower total cost"))
+    incremental: bool = Field(
+        default=True,
+        description=(
+            "true: chunks as speech tokens arrive; false: one chunk per text piece, each exactly what "
+            "infer (and upstream generate()) makes, at a lower total cost"
+        ),
+    )
 
 
 def _event(payload: dict) -> bytes:
@@ -63,8 +68,9 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             except (binascii.Error, ValueError):
                 raise PredictorError("audio_prompt_b64: not valid base64", 400) from None
         summary = StreamSummary()
-        chunks = service.stream(model_name, body.text_input, body.parameters, audio_prompt, summary=summary,
-                                incremental=body.incremental)
+        chunks = service.stream(
+            model_name, body.text_input, body.parameters, audio_prompt, summary=summary, incremental=body.incremental
+        )
         try:
             first = await anext(chunks, None)
         except SynthesisError as exc:
@@ -74,15 +80,30 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             chunk = first
             try:
                 while chunk is not None:
-                    yield _event({"type": "chunk", "index": chunk.index, "sample_rate": SAMPLE_RATE, "final": chunk.final,
-                                  "audio_b64": base64.b64encode(chunk.samples.astype("<f4").tobytes()).decode()})
+                    yield _event(
+                        {
+                            "type": "chunk",
+                            "index": chunk.index,
+                            "sample_rate": SAMPLE_RATE,
+                            "final": chunk.final,
+                            "audio_b64": base64.b64encode(chunk.samples.astype("<f4").tobytes()).decode(),
+                        }
+                    )
                     chunk = await anext(chunks, None)
-                yield _event({"type": "done", "chunks": summary.chunks, "duration_seconds": summary.duration_seconds,
-                              "speech_tokens": summary.speech_tokens, "seed": summary.seed})
+                yield _event(
+                    {
+                        "type": "done",
+                        "chunks": summary.chunks,
+                        "duration_seconds": summary.duration_seconds,
+                        "speech_tokens": summary.speech_tokens,
+                        "seed": summary.seed,
+                    }
+                )
             except SynthesisError as exc:
                 yield _event({"type": "error", "code": exc.status, "message": exc.message})
             finally:
                 await chunks.aclose()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )

@@ -8,8 +8,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from . import metrics
 from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
@@ -69,8 +70,13 @@ class SynthesisService:
         metrics.IN_FLIGHT.labels(model=model).dec()
 
     async def stream(
-        self, model: str, text: Any, raw_params: Mapping[str, Any], audio_prompt: bytes | None = None,
-        summary: StreamSummary | None = None, incremental: bool = False,
+        self,
+        model: str,
+        text: Any,
+        raw_params: Mapping[str, Any],
+        audio_prompt: bytes | None = None,
+        summary: StreamSummary | None = None,
+        incremental: bool = False,
     ) -> AsyncIterator[AudioChunk]:
         """Yield audio chunks in order: per text piece, or with `incremental` as tokens arrive.
         Errors before the first chunk are SynthesisError (4xx/429)."""

@@ -49,9 +49,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +68,10 @@ VOICE = "ref.wav"
 # One sentence each: the predictor splits text into sentences and caps tokens per piece, upstream
 # caps the whole call; with a single piece both apply the same cap to the same text.
 DEFAULT_TEXT = "Hello there, this is a short benchmark of the speech server with random weights."
-DEFAULT_STREAM_TEXT = ("This longer sentence keeps the model talking for a good while, so that streamed audio "
-                       "can start playing long before the whole utterance has been generated and vocoded")
+DEFAULT_STREAM_TEXT = (
+    "This longer sentence keeps the model talking for a good while, so that streamed audio "
+    "can start playing long before the whole utterance has been generated and vocoded"
+)
 TABLES = ("main", "streaming")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
@@ -80,23 +83,35 @@ def log(message: str) -> None:
 
 # ---- options ---------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--weights", required=True, type=Path, help="folder with one sub-folder per variant")
-    parser.add_argument("--variants", default="standard,turbo",
-                        help="comma-separated, of standard,turbo,multilingual (default standard,turbo)")
+    parser.add_argument(
+        "--variants",
+        default="standard,turbo",
+        help="comma-separated, of standard,turbo,multilingual (default standard,turbo)",
+    )
     parser.add_argument("--tokens", type=int, default=30, help="speech-token cap per call, main table (default 30)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up (default 3)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="text for the main table (keep it one sentence)")
     parser.add_argument("--seed", type=int, default=1234, help="seed for every call, both sides (default 1234)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads here and OMP/MKL threads in the predictor (default: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads here and OMP/MKL threads in the predictor (default: torch's default)",
+    )
     parser.add_argument("--tables", default="main", help=f"comma-separated, of {','.join(TABLES)} (default main)")
-    parser.add_argument("--stream-tokens", type=int, default=200,
-                        help="speech-token cap for the streaming table (default 200)")
-    parser.add_argument("--stream-repeats", type=int, default=1,
-                        help="timed calls per variant in the streaming table (default 1)")
+    parser.add_argument(
+        "--stream-tokens", type=int, default=200, help="speech-token cap for the streaming table (default 200)"
+    )
+    parser.add_argument(
+        "--stream-repeats", type=int, default=1, help="timed calls per variant in the streaming table (default 1)"
+    )
     parser.add_argument("--stream-text", default=DEFAULT_STREAM_TEXT, help="text for the streaming table")
     parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
     args = parser.parse_args(argv)
@@ -113,7 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tokens < 1 or args.stream_tokens < 1 or args.repeats < 1 or args.stream_repeats < 1:
         parser.error("--tokens, --stream-tokens, --repeats and --stream-repeats must be at least 1")
     if not args.weights.is_dir():
-        parser.error(f"--weights: {args.weights} is not a folder (build one with `python -m predictor.random_weights --out DIR`)")
+        parser.error(
+            f"--weights: {args.weights} is not a folder (build one with `python -m predictor.random_weights --out DIR`)"
+        )
     return args
 
 
@@ -174,14 +191,19 @@ class Context:
         values = self.other_cores.get(key) or []
         if not values:
             return {"other_cores_mean": None, "other_cores_max": None}
-        return {"other_cores_mean": sum(values) / len(values), "other_cores_max": max(values),
-                "other_cores_per_call": values}
+        return {
+            "other_cores_mean": sum(values) / len(values),
+            "other_cores_max": max(values),
+            "other_cores_per_call": values,
+        }
 
     def ready(self, variant: str) -> PredictorProcess:
         if variant not in self.predictor_ready_s:
             log(f"{variant}: waiting for the predictor to be ready ...")
             self.predictor_ready_s[variant] = self.predictor.wait_ready()
-            log(f"{variant}: predictor ready after {self.predictor_ready_s[variant]:.1f} s (info: {self.predictor.info()})")
+            log(
+                f"{variant}: predictor ready after {self.predictor_ready_s[variant]:.1f} s (info: {self.predictor.info()})"
+            )
         return self.predictor
 
     def ours_params(self, variant: str, tokens: int) -> dict:
@@ -243,29 +265,46 @@ def main_table(ctx: Context, variant: str, model, load_s: float) -> dict:
     warm_ours = predictor.infer(variant, text, params)
     predictor.stream(variant, text, params)
     ctx.warmed.add(variant)
-    log(f"{variant}: warm-up done (upstream {warm_up_s:.2f} s, predictor {warm_ours.seconds:.2f} s incl. voice preparation)")
+    log(
+        f"{variant}: warm-up done (upstream {warm_up_s:.2f} s, predictor {warm_ours.seconds:.2f} s incl. voice preparation)"
+    )
 
     prepare_s, _ = timed(device, lambda: model.prepare_conditionals(voice))
     held_conds = model.conds
     log(f"{variant}: upstream prepare_conditionals once: {prepare_s:.2f} s")
 
-    raw = {"upstream_repeated": [], "upstream_held": [], "ours_infer": [], "ours_stream_ttfa": [],
-           "ours_stream_total": []}
+    raw = {
+        "upstream_repeated": [],
+        "upstream_held": [],
+        "ours_infer": [],
+        "ours_stream_ttfa": [],
+        "ours_stream_total": [],
+    }
     audio_s = {"upstream_repeated": [], "upstream_held": [], "ours_infer": [], "ours_stream": []}
-    checks = {"ours_vs_upstream_repeated": [], "ours_vs_upstream_held": [], "upstream_held_vs_repeated": [],
-              "stream_vs_infer_length": []}
+    checks = {
+        "ours_vs_upstream_repeated": [],
+        "ours_vs_upstream_held": [],
+        "upstream_held_vs_repeated": [],
+        "stream_vs_infer_length": [],
+    }
     key = f"main/{variant}"
     for r in range(args.repeats):
         t1, a1 = ctx.measured(key, lambda: timed(device, up_repeated))
-        log(f"{variant} [{r + 1}/{args.repeats}] upstream, audio_prompt_path every call: {t1:.2f} s ({seconds(a1):.2f} s audio)")
+        log(
+            f"{variant} [{r + 1}/{args.repeats}] upstream, audio_prompt_path every call: {t1:.2f} s ({seconds(a1):.2f} s audio)"
+        )
         t2, a2 = ctx.measured(key, lambda: timed(device, up_held))
         log(f"{variant} [{r + 1}/{args.repeats}] upstream, voice held: {t2:.2f} s ({seconds(a2):.2f} s audio)")
         ours = ctx.measured(key, lambda: predictor.infer(variant, text, params))
-        log(f"{variant} [{r + 1}/{args.repeats}] predictor V2 infer: {ours.seconds:.2f} s ({seconds(ours.audio):.2f} s audio, "
-            f"{ours.speech_tokens} tokens)")
+        log(
+            f"{variant} [{r + 1}/{args.repeats}] predictor V2 infer: {ours.seconds:.2f} s ({seconds(ours.audio):.2f} s audio, "
+            f"{ours.speech_tokens} tokens)"
+        )
         stream = ctx.measured(key, lambda: predictor.stream(variant, text, params))
-        log(f"{variant} [{r + 1}/{args.repeats}] predictor stream: first chunk {stream.first_chunk_seconds:.2f} s, "
-            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks, {seconds(stream.audio):.2f} s audio)")
+        log(
+            f"{variant} [{r + 1}/{args.repeats}] predictor stream: first chunk {stream.first_chunk_seconds:.2f} s, "
+            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks, {seconds(stream.audio):.2f} s audio)"
+        )
         raw["upstream_repeated"].append(t1)
         raw["upstream_held"].append(t2)
         raw["ours_infer"].append(ours.seconds)
@@ -279,37 +318,49 @@ def main_table(ctx: Context, variant: str, model, load_s: float) -> dict:
         checks["ours_vs_upstream_held"].append(compare(a2, ours.audio))
         checks["upstream_held_vs_repeated"].append(compare(a1, a2))
         checks["stream_vs_infer_length"].append(
-            "same length" if len(stream.audio) == len(ours.audio)
-            else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(ours.audio)} samples)")
+            "same length"
+            if len(stream.audio) == len(ours.audio)
+            else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(ours.audio)} samples)"
+        )
 
     ours_lat = median(raw["ours_infer"])
     ours_ttfa = median(raw["ours_stream_ttfa"])
     ours_audio = median(audio_s["ours_infer"])
     rows = []
-    for scenario, upstream_key, check in (("1. repeated voice", "upstream_repeated", "ours_vs_upstream_repeated"),
-                                          ("2. voice already held", "upstream_held", "ours_vs_upstream_held")):
+    for scenario, upstream_key, check in (
+        ("1. repeated voice", "upstream_repeated", "ours_vs_upstream_repeated"),
+        ("2. voice already held", "upstream_held", "ours_vs_upstream_held"),
+    ):
         up_lat = median(raw[upstream_key])
         up_audio = median(audio_s[upstream_key])
-        rows.append({
-            "variant": variant,
-            "scenario": scenario,
-            "upstream_latency_s": up_lat,
-            "ours_latency_s": ours_lat,
-            "latency_ratio": ours_lat / up_lat,
-            "upstream_ttfa_s": up_lat,
-            "ours_ttfa_s": ours_ttfa,
-            "ttfa_ratio": ours_ttfa / up_lat,
-            "upstream_rtf": up_lat / up_audio if up_audio else float("nan"),
-            "ours_rtf": ours_lat / ours_audio if ours_audio else float("nan"),
-            "upstream_audio_s": up_audio,
-            "ours_audio_s": ours_audio,
-            "same_audio": summarize_checks(checks[check]),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "scenario": scenario,
+                "upstream_latency_s": up_lat,
+                "ours_latency_s": ours_lat,
+                "latency_ratio": ours_lat / up_lat,
+                "upstream_ttfa_s": up_lat,
+                "ours_ttfa_s": ours_ttfa,
+                "ttfa_ratio": ours_ttfa / up_lat,
+                "upstream_rtf": up_lat / up_audio if up_audio else float("nan"),
+                "ours_rtf": ours_lat / ours_audio if ours_audio else float("nan"),
+                "upstream_audio_s": up_audio,
+                "ours_audio_s": ours_audio,
+                "same_audio": summarize_checks(checks[check]),
+            }
+        )
     return {
-        "variant": variant, "rows": rows, "raw_seconds": raw, "audio_seconds": audio_s,
+        "variant": variant,
+        "rows": rows,
+        "raw_seconds": raw,
+        "audio_seconds": audio_s,
         "checks": {k: summarize_checks(v) for k, v in checks.items()},
-        "upstream_load_s": load_s, "upstream_warm_up_s": warm_up_s, "upstream_prepare_conditionals_s": prepare_s,
-        "ours_first_call_s": warm_ours.seconds, "ours_speech_tokens": warm_ours.speech_tokens,
+        "upstream_load_s": load_s,
+        "upstream_warm_up_s": warm_up_s,
+        "upstream_prepare_conditionals_s": prepare_s,
+        "ours_first_call_s": warm_ours.seconds,
+        "ours_speech_tokens": warm_ours.speech_tokens,
         **ctx.contention(key),
     }
 
@@ -326,7 +377,8 @@ def render_main(results: list[dict]) -> str:
                 f"| {row['variant']} | {row['scenario']} | {row['upstream_latency_s']:.2f} | {row['ours_latency_s']:.2f} | "
                 f"**{row['latency_ratio']:.2f}** | {row['upstream_ttfa_s']:.2f} | {row['ours_ttfa_s']:.2f} | "
                 f"{row['ttfa_ratio']:.2f} | {row['upstream_rtf']:.2f} | {row['ours_rtf']:.2f} | "
-                f"{row['upstream_audio_s']:.2f} / {row['ours_audio_s']:.2f} | {row['same_audio']} |")
+                f"{row['upstream_audio_s']:.2f} / {row['ours_audio_s']:.2f} | {row['same_audio']} |"
+            )
     notes = []
     for result in results:
         raw = result["raw_seconds"]
@@ -337,10 +389,19 @@ def render_main(results: list[dict]) -> str:
             f"stream done after {median(raw['ours_stream_total']):.2f} s (median); "
             f"stream vs infer audio: {result['checks']['stream_vs_infer_length']}; "
             f"upstream held vs repeated: {result['checks']['upstream_held_vs_repeated']}; "
-            f"speech tokens (predictor): {result['ours_speech_tokens']}; {contention_note(result)}")
-    return "\n".join(["### Upstream generate() vs predictor", "", *lines, "",
-                      "Latency/TTFA: median wall time per call; ratio < 1 means the predictor is faster. "
-                      "The predictor columns are one set of calls, shared by both scenarios.", *notes])
+            f"speech tokens (predictor): {result['ours_speech_tokens']}; {contention_note(result)}"
+        )
+    return "\n".join(
+        [
+            "### Upstream generate() vs predictor",
+            "",
+            *lines,
+            "",
+            "Latency/TTFA: median wall time per call; ratio < 1 means the predictor is faster. "
+            "The predictor columns are one set of calls, shared by both scenarios.",
+            *notes,
+        ]
+    )
 
 
 # ---- table: streaming ------------------------------------------------------------------------
@@ -361,11 +422,15 @@ def streaming_table(ctx: Context, variant: str) -> dict:
     key = f"streaming/{variant}"
     for r in range(args.stream_repeats):
         unstreamed = ctx.measured(key, lambda: predictor.infer(variant, args.stream_text, params))
-        log(f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, V2 infer: {unstreamed.seconds:.2f} s "
-            f"({seconds(unstreamed.audio):.2f} s audio, {unstreamed.speech_tokens} tokens)")
+        log(
+            f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, V2 infer: {unstreamed.seconds:.2f} s "
+            f"({seconds(unstreamed.audio):.2f} s audio, {unstreamed.speech_tokens} tokens)"
+        )
         stream = ctx.measured(key, lambda: predictor.stream(variant, args.stream_text, params))
-        log(f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, stream: first chunk {stream.first_chunk_seconds:.2f} s, "
-            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks)")
+        log(
+            f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, stream: first chunk {stream.first_chunk_seconds:.2f} s, "
+            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks)"
+        )
         raw["unstreamed"].append(unstreamed.seconds)
         raw["ttfa"].append(stream.first_chunk_seconds)
         raw["stream_total"].append(stream.total_seconds)
@@ -373,8 +438,11 @@ def streaming_table(ctx: Context, variant: str) -> dict:
         audio_s.append(seconds(unstreamed.audio))
         stream_audio_s.append(seconds(stream.audio))
         tokens.append(unstreamed.speech_tokens)
-        checks.append("same length" if len(stream.audio) == len(unstreamed.audio)
-                      else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(unstreamed.audio)} samples)")
+        checks.append(
+            "same length"
+            if len(stream.audio) == len(unstreamed.audio)
+            else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(unstreamed.audio)} samples)"
+        )
     unstreamed_s, ttfa_s, total_s = median(raw["unstreamed"]), median(raw["ttfa"]), median(raw["stream_total"])
     audio = median(audio_s)
     row = {
@@ -406,10 +474,19 @@ def render_streaming(results: list[dict], stream_tokens: int) -> str:
         lines.append(
             f"| {row['variant']} | {row['speech_tokens']} | {row['audio_s']:.2f} | {row['unstreamed_latency_s']:.2f} | "
             f"{row['stream_ttfa_s']:.2f} | {row['stream_total_s']:.2f} | **{row['ttfa_over_unstreamed']:.2f}** | "
-            f"{row['rtf_unstreamed']:.2f} | {row['rtf_streamed']:.2f} | {row['chunks']} | {row['stream_vs_infer_length']} |")
+            f"{row['rtf_unstreamed']:.2f} | {row['rtf_streamed']:.2f} | {row['chunks']} | {row['stream_vs_infer_length']} |"
+        )
     notes = [f"- {result['variant']}: {contention_note(result)}" for result in results]
-    return "\n".join([f"### Streaming: time to first audio vs unstreamed latency (cap {stream_tokens} speech tokens)", "",
-                      *lines, "", "TTFA / unstreamed < 1 means audio starts before an unstreamed call would return.", *notes])
+    return "\n".join(
+        [
+            f"### Streaming: time to first audio vs unstreamed latency (cap {stream_tokens} speech tokens)",
+            "",
+            *lines,
+            "",
+            "TTFA / unstreamed < 1 means audio starts before an unstreamed call would return.",
+            *notes,
+        ]
+    )
 
 
 # ---- run -------------------------------------------------------------------------------------
@@ -419,7 +496,12 @@ def config_line(args: argparse.Namespace, device: str) -> str:
     threads = torch.get_num_threads()
     predictor_threads = args.threads if args.threads else "torch default"
     parts = [
-        f"device={device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else f" ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)"),
+        f"device={device}"
+        + (
+            f" ({torch.cuda.get_device_name()})"
+            if device == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)"
+        ),
         f"torch={torch.__version__} threads={threads} (predictor: {predictor_threads})",
         f"chatterbox-tts={version('chatterbox-tts')}",
         f"variants={','.join(args.variants)}",
@@ -429,8 +511,11 @@ def config_line(args: argparse.Namespace, device: str) -> str:
     if "main" in args.tables:
         parts += [f"tokens={args.tokens}", f"repeats={args.repeats} (+1 warm-up)", f"text={args.text!r}"]
     if "streaming" in args.tables:
-        parts += [f"stream_tokens={args.stream_tokens}", f"stream_repeats={args.stream_repeats}",
-                  f"stream_text={args.stream_text!r}"]
+        parts += [
+            f"stream_tokens={args.stream_tokens}",
+            f"stream_repeats={args.stream_repeats}",
+            f"stream_text={args.stream_text!r}",
+        ]
     return "Config: " + "; ".join(parts)
 
 
@@ -471,8 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         config += "; predictor ready after " + ", ".join(f"{v} {s:.1f} s" for v, s in ctx.predictor_ready_s.items())
     noisy = [key for key, values in ctx.other_cores.items() if values and max(values) > CONTENTION_WARN_CORES]
     if noisy:
-        config += (f"\nWARNING: other processes competed for the CPU during {', '.join(noisy)} "
-                   f"(over {CONTENTION_WARN_CORES} cores busy outside the benchmark): those timings are noisy")
+        config += (
+            f"\nWARNING: other processes competed for the CPU during {', '.join(noisy)} "
+            f"(over {CONTENTION_WARN_CORES} cores busy outside the benchmark): those timings are noisy"
+        )
     out = [config, ""]
     if results["main"]:
         out += [render_main(results["main"]), ""]

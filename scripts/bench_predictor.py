@@ -30,26 +30,40 @@ class PredictorProcess:
         self.http_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = dict(os.environ)
-        env.update({
-            "MODEL_DIR": str(weights),
-            "VOICES_DIR": str(voices_dir),
-            "HF_HUB_OFFLINE": "1",
-            "DEVICE": device,
-            "LOAD_STANDARD": str("standard" in variants).lower(),
-            "LOAD_TURBO": str("turbo" in variants).lower(),
-            "LOAD_MULTILINGUAL": str("multilingual" in variants).lower(),
-            "MAX_CONCURRENT_REQUESTS": "1",
-            "MAX_NEW_TOKENS": "1000",
-            "LOG_LEVEL": "warning",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "MODEL_DIR": str(weights),
+                "VOICES_DIR": str(voices_dir),
+                "HF_HUB_OFFLINE": "1",
+                "DEVICE": device,
+                "LOAD_STANDARD": str("standard" in variants).lower(),
+                "LOAD_TURBO": str("turbo" in variants).lower(),
+                "LOAD_MULTILINGUAL": str("multilingual" in variants).lower(),
+                "MAX_CONCURRENT_REQUESTS": "1",
+                "MAX_NEW_TOKENS": "1000",
+                "LOG_LEVEL": "warning",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if threads:
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         self.log = tempfile.NamedTemporaryFile(prefix="bench-predictor-", suffix=".log", delete=False)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "predictor", "--model_dir", str(weights),
-             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "predictor",
+                "--model_dir",
+                str(weights),
+                "--http_port",
+                str(self.http_port),
+                "--grpc_port",
+                str(self.grpc_port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.launched = time.monotonic()
         self.session = requests.Session()
@@ -90,8 +104,13 @@ class PredictorProcess:
         deadline = time.monotonic() + BUSY_RETRY_SECONDS
         while True:
             sent = time.perf_counter()
-            response = self.session.post(f"{self.url}{path}", data=json.dumps(body),
-                                         headers={"Content-Type": "application/json"}, stream=stream, timeout=1800)
+            response = self.session.post(
+                f"{self.url}{path}",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+                stream=stream,
+                timeout=1800,
+            )
             if response.status_code != 429 or time.monotonic() > deadline:
                 break
             response.close()
@@ -100,7 +119,7 @@ class PredictorProcess:
             raise RuntimeError(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
         return response, sent
 
-    def infer(self, model: str, text: str, parameters: dict) -> "InferResult":
+    def infer(self, model: str, text: str, parameters: dict) -> InferResult:
         """V2 infer over REST (all-JSON body): wall time until the whole response is parsed."""
         body = {
             "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
@@ -114,10 +133,11 @@ class PredictorProcess:
         tokens = (payload.get("parameters") or {}).get("speech_tokens")
         return InferResult(seconds=elapsed, audio=audio, speech_tokens=tokens)
 
-    def stream(self, model: str, text: str, parameters: dict) -> "StreamResult":
+    def stream(self, model: str, text: str, parameters: dict) -> StreamResult:
         """generate_stream (SSE): time to the first `chunk` event and to the `done` event."""
-        response, sent = self._post(f"/v2/models/{model}/generate_stream",
-                                    {"text_input": text, "parameters": parameters}, stream=True)
+        response, sent = self._post(
+            f"/v2/models/{model}/generate_stream", {"text_input": text, "parameters": parameters}, stream=True
+        )
         result = StreamResult()
         buffer = b""
         chunks: list[np.ndarray] = []
@@ -129,7 +149,7 @@ class PredictorProcess:
                     raw, buffer = buffer.split(b"\n\n", 1)
                     if not raw.startswith(b"data:"):
                         continue
-                    event = json.loads(raw[len(b"data:"):])
+                    event = json.loads(raw[len(b"data:") :])
                     now = time.perf_counter()
                     if event["type"] == "chunk":
                         if result.first_chunk_seconds is None:

@@ -42,8 +42,18 @@ def output_path(variant: str) -> Path:
 
 
 def helm_args(variant: str) -> list[str]:
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-            "-f", str(CHART / VARIANTS[variant]), "--skip-tests"]
+    args = [
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(CHART / VARIANTS[variant]),
+        "--skip-tests",
+    ]
     for key, value in SET_STRING.items():
         args += ["--set-string", f"{key}={value}"]
     return args

@@ -38,12 +38,15 @@ def main() -> int:
     voices_dir = Path(os.environ.setdefault("VOICES_DIR", str(ROOT / "voices")))
     voices_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    predictor = subprocess.Popen([sys.executable, "-m", "predictor", "--http_port", http_port, "--grpc_port", grpc_port],
-                                 cwd=ROOT, env=env)
+    predictor = subprocess.Popen(
+        [sys.executable, "-m", "predictor", "--http_port", http_port, "--grpc_port", grpc_port], cwd=ROOT, env=env
+    )
     processes = [predictor]
     try:
-        print(f"Loading models (MODEL_DIR={env.get('MODEL_DIR', 'unset: downloading from the Hugging Face hub')}) ...",
-              flush=True)
+        print(
+            f"Loading models (MODEL_DIR={env.get('MODEL_DIR', 'unset: downloading from the Hugging Face hub')}) ...",
+            flush=True,
+        )
         wait_ready(f"http://127.0.0.1:{http_port}/v2/health/ready", predictor, timeout=3600)
         adapter_env = {**env, "PORT": adapter_port, "PREDICTOR_URL": f"http://127.0.0.1:{http_port}"}
         processes.append(subprocess.Popen([sys.executable, "-m", "adapter"], cwd=ROOT, env=adapter_env))

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from predictor.voice_paths import VoicePathError, resolve_voice_path  # noqa: E402
+from predictor.voice_paths import VoicePathError, resolve_voice_path
 
 RATE = 24000
 CHUNK = RATE // 4  # 0.25 s per upstream chunk
@@ -44,8 +44,13 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
 
     @app.get("/v2/chatterbox/info")
     async def info():
-        return {"loaded_models": models, "device": "cpu", "version": "0.1.0-fake",
-                "sample_rate": RATE, "ready": state["ready"]}
+        return {
+            "loaded_models": models,
+            "device": "cpu",
+            "version": "0.1.0-fake",
+            "sample_rate": RATE,
+            "ready": state["ready"],
+        }
 
     @app.post("/v2/models/{name}/generate_stream")
     async def generate_stream(name: str, request: Request):
@@ -84,16 +89,29 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
                 for i in range(n_chunks):
                     if delay:
                         await asyncio.sleep(delay)
-                    piece = wave[i * CHUNK:(i + 1) * CHUNK]
+                    piece = wave[i * CHUNK : (i + 1) * CHUNK]
                     final = i == n_chunks - 1 and "[unflagged]" not in text
-                    yield _sse({"type": "chunk", "index": i, "sample_rate": RATE, "final": final,
-                                "audio_b64": base64.b64encode(piece.tobytes()).decode()})
+                    yield _sse(
+                        {
+                            "type": "chunk",
+                            "index": i,
+                            "sample_rate": RATE,
+                            "final": final,
+                            "audio_b64": base64.b64encode(piece.tobytes()).decode(),
+                        }
+                    )
                     if "[midfail]" in text:
                         yield _sse({"type": "error", "code": 500, "message": "fake failure mid-stream"})
                         finished = True
                         return
-                yield _sse({"type": "done", "chunks": n_chunks, "duration_seconds": len(wave) / RATE,
-                            "speech_tokens": n_chunks * 6})
+                yield _sse(
+                    {
+                        "type": "done",
+                        "chunks": n_chunks,
+                        "duration_seconds": len(wave) / RATE,
+                        "speech_tokens": n_chunks * 6,
+                    }
+                )
                 finished = True
             finally:
                 state["active"] -= 1

@@ -87,16 +87,30 @@ def _start(cmd: list[str], env: dict, log_dir: Path, name: str, port: int) -> Se
 
 def start_fake_predictor(voices_dir: Path, log_dir: Path, models: str = "standard,turbo") -> Server:
     port = free_port()
-    cmd = [sys.executable, str(FAKE_PREDICTOR), "--port", str(port), "--voices-dir", str(voices_dir),
-           "--models", models]
+    cmd = [
+        sys.executable,
+        str(FAKE_PREDICTOR),
+        "--port",
+        str(port),
+        "--voices-dir",
+        str(voices_dir),
+        "--models",
+        models,
+    ]
     return _start(cmd, dict(os.environ), log_dir, "fake-predictor", port)
 
 
 def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_overrides: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
-    env.update(HOST="127.0.0.1", PORT=str(port), PREDICTOR_URL=predictor_url, VOICES_DIR=str(voices_dir),
-               LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PREDICTOR_URL=predictor_url,
+        VOICES_DIR=str(voices_dir),
+        LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+    )
     env.update({k: str(v) for k, v in env_overrides.items()})
     return _start([sys.executable, "-m", "adapter"], env, log_dir, "adapter", port)
 

@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -60,8 +61,14 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     return nested
 
 
-def template_args(values_files: Iterable[str | os.PathLike] = (), *, release: str = RELEASE, namespace: str = NAMESPACE, skip_tests: bool = False,
-                  extra_files: list[str] | None = None) -> list[str]:
+def template_args(
+    values_files: Iterable[str | os.PathLike] = (),
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    skip_tests: bool = False,
+    extra_files: list[str] | None = None,
+) -> list[str]:
     args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
     for name in values_files:
         args += ["-f", _values_path(name)]
@@ -72,8 +79,14 @@ def template_args(values_files: Iterable[str | os.PathLike] = (), *, release: st
     return args
 
 
-def render_text(values_files: Iterable[str | os.PathLike] = (), set_values: Mapping[str, Any] | None = None,
-                *, release: str = RELEASE, namespace: str = NAMESPACE, skip_tests: bool = False) -> str:
+def render_text(
+    values_files: Iterable[str | os.PathLike] = (),
+    set_values: Mapping[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    skip_tests: bool = False,
+) -> str:
     """`helm template` output as text. set_values are dotted keys, written to a values file so types survive."""
     with tempfile.TemporaryDirectory() as tmp:
         extra = []
@@ -82,8 +95,9 @@ def render_text(values_files: Iterable[str | os.PathLike] = (), set_values: Mapp
             # JSON is YAML that quotes every string (helm's YAML 1.1 would read a bare y or on as booleans).
             path.write_text(json.dumps(_nest(set_values)))
             extra.append(str(path))
-        args = template_args(values_files, release=release, namespace=namespace, skip_tests=skip_tests,
-                             extra_files=extra)
+        args = template_args(
+            values_files, release=release, namespace=namespace, skip_tests=skip_tests, extra_files=extra
+        )
         return helm(*args).stdout
 
 
@@ -91,8 +105,14 @@ def parse(text: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render(values_files: Iterable[str | os.PathLike] = [], set_values: Mapping[str, Any] = {},  # noqa: B006
-           *, release: str = RELEASE, namespace: str = NAMESPACE, skip_tests: bool = False) -> list[dict]:
+def render(
+    values_files: Iterable[str | os.PathLike] = [],
+    set_values: Mapping[str, Any] = {},
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    skip_tests: bool = False,
+) -> list[dict]:
     """The chart rendered with these values files (chart-relative names allowed) and dotted overrides."""
     return parse(render_text(values_files, set_values, release=release, namespace=namespace, skip_tests=skip_tests))
 

@@ -23,8 +23,11 @@ KSERVE_CRDS = ROOT.parent / "shared" / "kserve-crds"
 KUBERNETES_VERSION = "1.30"
 
 # Kinds with a CRD here, and CRD kinds the chart may render that have no schema here (checked by hand in tests).
-KSERVE_KINDS = {"InferenceService": "inferenceservices", "ServingRuntime": "servingruntimes",
-                "ClusterServingRuntime": "clusterservingruntimes"}
+KSERVE_KINDS = {
+    "InferenceService": "inferenceservices",
+    "ServingRuntime": "servingruntimes",
+    "ClusterServingRuntime": "clusterservingruntimes",
+}
 OTHER_CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
 
 
@@ -36,8 +39,11 @@ def validate_core(obj: dict) -> str:
 def _strict(schema: Any) -> Any:
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if ("properties" in out and "additionalProperties" not in out
-                and not out.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -45,7 +51,7 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kserve_validator(kind: str, version: str = "v1beta1") -> jsonschema.protocols.Validator:
     path = KSERVE_CRDS / f"serving.kserve.io_{KSERVE_KINDS[kind]}.yaml"
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 2 MB: libyaml if present
@@ -62,5 +68,7 @@ def kserve_errors(obj: dict) -> list[str]:
     group, _, version = obj["apiVersion"].partition("/")
     assert group == "serving.kserve.io", obj["apiVersion"]
     validator = kserve_validator(obj["kind"], version)
-    return [f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
-            for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
+        for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]

@@ -39,18 +39,20 @@ def voices_dir(tmp_path_factory) -> Path:
 
 def predictor_env(weights_dir: Path, voices_dir: Path, **overrides: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "MODEL_DIR": str(weights_dir),
-        "VOICES_DIR": str(voices_dir),
-        "HF_HUB_OFFLINE": "1",
-        "LOAD_STANDARD": "true",
-        "LOAD_TURBO": "true",
-        "LOAD_MULTILINGUAL": "true",
-        "MAX_CONCURRENT_REQUESTS": "2",
-        "MAX_TEXT_LENGTH": "5000",
-        "MAX_NEW_TOKENS": "40",  # server-wide cap: clients that never send max_new_tokens (the seed examples) stay quick
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "MODEL_DIR": str(weights_dir),
+            "VOICES_DIR": str(voices_dir),
+            "HF_HUB_OFFLINE": "1",
+            "LOAD_STANDARD": "true",
+            "LOAD_TURBO": "true",
+            "LOAD_MULTILINGUAL": "true",
+            "MAX_CONCURRENT_REQUESTS": "2",
+            "MAX_TEXT_LENGTH": "5000",
+            "MAX_NEW_TOKENS": "40",  # server-wide cap: clients that never send max_new_tokens (the seed examples) stay quick
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(overrides)
     return env
 
@@ -59,7 +61,9 @@ def start_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> Ma
     http_port, grpc_port = free_port(), free_port()
     process = ManagedProcess(
         [sys.executable, "-m", "predictor", "--http_port", str(http_port), "--grpc_port", str(grpc_port)],
-        env=predictor_env(weights_dir, voices_dir, **overrides), cwd=REPO, name="predictor",
+        env=predictor_env(weights_dir, voices_dir, **overrides),
+        cwd=REPO,
+        name="predictor",
     )
     process.http_url = f"http://127.0.0.1:{http_port}"
     process.grpc_url = f"127.0.0.1:{grpc_port}"

@@ -15,8 +15,11 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 async def call(base_url: str, model: str, text: str, parameters: dict) -> dict:
     client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=600))
-    request = InferRequest(model_name=model, infer_inputs=[InferInput(name="text", shape=[1], datatype="BYTES", data=[text])],
-                           parameters=parameters)
+    request = InferRequest(
+        model_name=model,
+        infer_inputs=[InferInput(name="text", shape=[1], datatype="BYTES", data=[text])],
+        parameters=parameters,
+    )
     try:
         response = await client.infer(base_url, request, model_name=model)
     finally:

@@ -26,11 +26,20 @@ import soundfile as sf
 from kubernetes.client import Configuration
 
 from adapter.app import create_app
-from adapter.discovery import (DiscoveryError, InferenceServiceLocator, StaticLocator, location_from_status,
-                               make_locator, resolve_namespace)
+from adapter.discovery import (
+    DiscoveryError,
+    InferenceServiceLocator,
+    StaticLocator,
+    location_from_status,
+    make_locator,
+    resolve_namespace,
+)
 from adapter.settings import Settings, SettingsError
-from tests.adapter_fixtures import (adapter_log_dir, adapter_voices_dir, fake_predictor,  # noqa: F401 (fixtures)
-                                    free_port, start_adapter)
+from tests.adapter_fixtures import (
+    fake_predictor,  # noqa: F401 (fixtures)
+    free_port,
+    start_adapter,
+)
 from tests.chart_validate import KSERVE_CRDS, kserve_errors
 
 NAMESPACE, NAME = "chatterbox", "chatterbox-tts"
@@ -40,8 +49,10 @@ ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/i
 
 # ------------------------------------------------------------------------ the Kubernetes API double
 
-def inference_service(address: str | None, ready: bool = True, reason: str | None = None,
-                      message: str | None = None) -> dict:
+
+def inference_service(
+    address: str | None, ready: bool = True, reason: str | None = None, message: str | None = None
+) -> dict:
     """An InferenceService as KServe reports it in Standard mode: the cluster-local address in
     status.address.url, ingress-domain URLs (which do not resolve here) in status.url and the component."""
     now = "2025-01-01T00:00:00Z"
@@ -50,10 +61,16 @@ def inference_service(address: str | None, ready: bool = True, reason: str | Non
     if reason:
         ready_condition.update(reason=reason, message=message or "")
     status: dict = {
-        "conditions": [{"type": "IngressReady", "status": "True", "lastTransitionTime": now},
-                       {"type": "PredictorReady", "status": flag, "lastTransitionTime": now,
-                        **({"reason": reason} if reason else {})},
-                       ready_condition],
+        "conditions": [
+            {"type": "IngressReady", "status": "True", "lastTransitionTime": now},
+            {
+                "type": "PredictorReady",
+                "status": flag,
+                "lastTransitionTime": now,
+                **({"reason": reason} if reason else {}),
+            },
+            ready_condition,
+        ],
         "deploymentMode": "Standard",
         "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress"},
         "observedGeneration": 1,
@@ -61,15 +78,29 @@ def inference_service(address: str | None, ready: bool = True, reason: str | Non
     if address is not None:
         status["address"] = {"url": address}
         status["url"] = f"http://{NAME}-{NAMESPACE}.example.invalid"
-        status["components"] = {"predictor": {"url": f"http://{NAME}-predictor-{NAMESPACE}.example.invalid",
-                                              "latestCreatedRevision": "1"}}
+        status["components"] = {
+            "predictor": {"url": f"http://{NAME}-predictor-{NAMESPACE}.example.invalid", "latestCreatedRevision": "1"}
+        }
     return {
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "generation": 1,
-                     "annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
-        "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "predictor:test",
-                                               "ports": [{"containerPort": 8080, "name": "http1",
-                                                          "protocol": "TCP"}]}]}},
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": NAME,
+            "namespace": NAMESPACE,
+            "generation": 1,
+            "annotations": {"serving.kserve.io/deploymentMode": "Standard"},
+        },
+        "spec": {
+            "predictor": {
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": "predictor:test",
+                        "ports": [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}],
+                    }
+                ]
+            }
+        },
         "status": status,
     }
 
@@ -82,7 +113,7 @@ class FakeKubeAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 api.requests.append({"path": self.path, "authorization": self.headers.get("Authorization")})
                 match = ISVC_PATH.match(self.path.split("?")[0])
                 if api.fail_with is not None:
@@ -94,8 +125,18 @@ class FakeKubeAPI:
                     self._send(200, api.objects[match.groups()])
 
             def _status(self, code: int, reason: str, message: str):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                  "message": message, "reason": reason, "code": code})
+                self._send(
+                    code,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": message,
+                        "reason": reason,
+                        "code": code,
+                    },
+                )
 
             def _send(self, code: int, body: dict):
                 data = json.dumps(body).encode()
@@ -126,12 +167,18 @@ class FakeKubeAPI:
         return configuration
 
     def kubeconfig(self, path) -> str:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "adapter", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "adapter"}}],
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "adapter", "user": {"token": TOKEN}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "adapter"}}],
+                }
+            )
+        )
         return str(path)
 
     def close(self) -> None:
@@ -148,17 +195,25 @@ def kube_api():
 
 # ------------------------------------------------------------------------- the adapter, in-process
 
+
 def discovery_settings(voices_dir, **overrides) -> Settings:
-    return Settings(inferenceservice_name=NAME, pod_namespace=NAMESPACE, voices_dir=str(voices_dir),
-                    log_level="warning", **overrides)
+    return Settings(
+        inferenceservice_name=NAME,
+        pod_namespace=NAMESPACE,
+        voices_dir=str(voices_dir),
+        log_level="warning",
+        **overrides,
+    )
 
 
 def with_adapter(settings: Settings, api: FakeKubeAPI, scenario, **locator_options):
     """Run `await scenario(client)` against create_app(settings) wired to the fake API."""
+
     async def main():
         app = create_app(settings, make_locator(settings, api.configuration(), **locator_options))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapter",
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://adapter", timeout=30
+        ) as client:
             try:
                 return await scenario(client)
             finally:
@@ -175,25 +230,41 @@ def wav(response) -> tuple:
 
 # ----------------------------------------------------------------------------------- tests
 
+
 def test_status_fields_in_order_of_preference():
-    knative = {"status": {"components": {"predictor": {"address": {"url": "http://p.ns.svc.cluster.local/"},
-                                                       "url": "http://p-ns.example.com"}},
-                          "address": {"url": "http://isvc.ns.svc.cluster.local"}, "url": "http://isvc.example.com",
-                          "conditions": [{"type": "Ready", "status": "True"}]}}
+    knative = {
+        "status": {
+            "components": {
+                "predictor": {"address": {"url": "http://p.ns.svc.cluster.local/"}, "url": "http://p-ns.example.com"}
+            },
+            "address": {"url": "http://isvc.ns.svc.cluster.local"},
+            "url": "http://isvc.example.com",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+    }
     assert location_from_status(knative, "ns/isvc").url == "http://p.ns.svc.cluster.local"
     standard = inference_service("http://chatterbox-tts-predictor.chatterbox.svc.cluster.local")
     located = location_from_status(standard, "ns/isvc")
-    assert (located.url, located.ready, located.problem) == \
-        ("http://chatterbox-tts-predictor.chatterbox.svc.cluster.local", True, None)
+    assert (located.url, located.ready, located.problem) == (
+        "http://chatterbox-tts-predictor.chatterbox.svc.cluster.local",
+        True,
+        None,
+    )
     only_url = {"status": {"url": "https://isvc.example.com", "conditions": [{"type": "Ready", "status": "True"}]}}
     assert location_from_status(only_url, "ns/isvc").url == "https://isvc.example.com"
 
     fresh = location_from_status({"metadata": {}}, "ns/isvc")
     assert fresh.url is None and fresh.ready is False
     assert "has no address" in fresh.problem and "no Ready condition" in fresh.problem
-    loading = location_from_status(inference_service("http://a", ready=False, reason="MinimumReplicasUnavailable",
-                                                      message="Deployment does not have minimum availability."),
-                                   "ns/isvc")
+    loading = location_from_status(
+        inference_service(
+            "http://a",
+            ready=False,
+            reason="MinimumReplicasUnavailable",
+            message="Deployment does not have minimum availability.",
+        ),
+        "ns/isvc",
+    )
     assert loading.url == "http://a" and loading.ready is False
     assert "ns/isvc is not Ready" in loading.problem and "MinimumReplicasUnavailable" in loading.problem
     assert "PredictorReady=False" in loading.problem
@@ -215,13 +286,21 @@ def test_discovered_url_is_used(kube_api, fake_predictor, adapter_voices_dir):
     assert fake_predictor.last_request()["text_input"] == "Hi from discovery."
     # The real client asked for exactly this object, with the configured credentials, once (cached).
     calls = kube_api.isvc_requests()
-    assert [c["path"] for c in calls] == [f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{NAME}"]
+    assert [c["path"] for c in calls] == [
+        f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{NAME}"
+    ]
     assert calls[0]["authorization"] == f"Bearer {TOKEN}"
 
 
 def test_not_ready_is_503_on_health_until_ready(kube_api, fake_predictor, adapter_voices_dir):
-    kube_api.put(inference_service(fake_predictor.url, ready=False, reason="MinimumReplicasUnavailable",
-                                   message="Deployment does not have minimum availability."))
+    kube_api.put(
+        inference_service(
+            fake_predictor.url,
+            ready=False,
+            reason="MinimumReplicasUnavailable",
+            message="Deployment does not have minimum availability.",
+        )
+    )
 
     async def scenario(client):
         before = await client.get("/health")
@@ -287,8 +366,9 @@ def test_moved_predictor_is_found_again_after_a_failed_connection(kube_api, fake
         recovered = await client.post("/api/tts", json={"text": "hello", "voice": {"max_new_tokens": 3}})
         return failed, recovered
 
-    failed, recovered = with_adapter(discovery_settings(adapter_voices_dir), kube_api, scenario,
-                                     refresh_s=3600, retry_s=0.2)
+    failed, recovered = with_adapter(
+        discovery_settings(adapter_voices_dir), kube_api, scenario, refresh_s=3600, retry_s=0.2
+    )
     assert failed.status_code == 503 and "unreachable" in failed.json()["error"]["message"]
     wav(recovered)
     assert len(kube_api.isvc_requests()) == 2
@@ -305,16 +385,21 @@ def test_concurrent_requests_share_one_lookup(kube_api, fake_predictor, adapter_
     assert len(kube_api.isvc_requests()) == 1
 
 
-def test_predictor_url_set_means_no_discovery(kube_api, fake_predictor, adapter_voices_dir, adapter_log_dir,
-                                              tmp_path):
+def test_predictor_url_set_means_no_discovery(kube_api, fake_predictor, adapter_voices_dir, adapter_log_dir, tmp_path):
     env = {"PREDICTOR_URL": fake_predictor.url, "INFERENCESERVICE_NAME": NAME, "POD_NAMESPACE": NAMESPACE}
     settings = Settings.from_env(env)
     assert settings.inferenceservice_name is None and not settings.discovers_predictor
     assert isinstance(make_locator(settings), StaticLocator)
     kube_api.put(inference_service(f"http://127.0.0.1:{free_port()}"))  # would be wrong if it were used
-    server = start_adapter(fake_predictor.url, adapter_voices_dir, adapter_log_dir,
-                           INFERENCESERVICE_NAME=NAME, POD_NAMESPACE=NAMESPACE, KUBERNETES_SERVICE_HOST="",
-                           KUBECONFIG=kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    server = start_adapter(
+        fake_predictor.url,
+        adapter_voices_dir,
+        adapter_log_dir,
+        INFERENCESERVICE_NAME=NAME,
+        POD_NAMESPACE=NAMESPACE,
+        KUBERNETES_SERVICE_HOST="",
+        KUBECONFIG=kube_api.kubeconfig(tmp_path / "kubeconfig"),
+    )
     try:
         assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
         wav(requests.post(f"{server.url}/api/tts", json={"text": "hi", "voice": {"max_new_tokens": 3}}, timeout=30))
@@ -323,13 +408,20 @@ def test_predictor_url_set_means_no_discovery(kube_api, fake_predictor, adapter_
     assert kube_api.requests == []
 
 
-def test_adapter_process_discovers_the_predictor(kube_api, fake_predictor, adapter_voices_dir, adapter_log_dir,
-                                                 tmp_path):
+def test_adapter_process_discovers_the_predictor(
+    kube_api, fake_predictor, adapter_voices_dir, adapter_log_dir, tmp_path
+):
     """`python -m adapter` with the chart's discovery env (no PREDICTOR_URL), here via a kubeconfig."""
     kube_api.put(inference_service(fake_predictor.url))
-    server = start_adapter("", adapter_voices_dir, adapter_log_dir, INFERENCESERVICE_NAME=NAME,
-                           POD_NAMESPACE=NAMESPACE, KUBERNETES_SERVICE_HOST="",
-                           KUBECONFIG=kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    server = start_adapter(
+        "",
+        adapter_voices_dir,
+        adapter_log_dir,
+        INFERENCESERVICE_NAME=NAME,
+        POD_NAMESPACE=NAMESPACE,
+        KUBERNETES_SERVICE_HOST="",
+        KUBECONFIG=kube_api.kubeconfig(tmp_path / "kubeconfig"),
+    )
     try:
         health = requests.get(f"{server.url}/health", timeout=10)
         assert health.status_code == 200, health.text
@@ -356,8 +448,14 @@ def test_discovery_settings_are_checked():
 
 
 def test_no_kubernetes_configuration_stops_at_start_up(tmp_path, adapter_voices_dir):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VOICES_DIR": str(adapter_voices_dir),
-           "INFERENCESERVICE_NAME": NAME, "POD_NAMESPACE": NAMESPACE, "KUBECONFIG": str(tmp_path / "none")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VOICES_DIR": str(adapter_voices_dir),
+        "INFERENCESERVICE_NAME": NAME,
+        "POD_NAMESPACE": NAMESPACE,
+        "KUBECONFIG": str(tmp_path / "none"),
+    }
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "adapter"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
@@ -378,7 +476,10 @@ def test_locator_in_production_uses_in_cluster_configuration(monkeypatch):
     monkeypatch.setattr(config, "load_incluster_config", fake_incluster)
     locator = InferenceServiceLocator(NAME, NAMESPACE)
     assert len(calls) == 1 and locator._api_client.configuration.host == "https://10.0.0.1:443"
-    monkeypatch.setattr(config, "load_incluster_config",
-                        lambda **_: (_ for _ in ()).throw(config.ConfigException("Service token file does not exist.")))
+    monkeypatch.setattr(
+        config,
+        "load_incluster_config",
+        lambda **_: (_ for _ in ()).throw(config.ConfigException("Service token file does not exist.")),
+    )
     with pytest.raises(DiscoveryError, match="token file"):
         InferenceServiceLocator(NAME, NAMESPACE)

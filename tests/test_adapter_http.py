@@ -12,8 +12,16 @@ import requests
 import soundfile as sf
 
 from tests.adapter_fixtures import (  # noqa: F401  (fixtures are used by name)
-    adapter, adapter_factory, adapter_log_dir, adapter_voices_dir, fake_predictor, free_port, make_audio,
-    predictor_url, start_adapter, wait_until,
+    adapter,
+    adapter_factory,
+    adapter_log_dir,
+    adapter_voices_dir,
+    fake_predictor,
+    free_port,
+    make_audio,
+    predictor_url,
+    start_adapter,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -42,10 +50,15 @@ def clean_default(adapter_voices_dir):
 
 # --- health -----------------------------------------------------------------------------------
 
+
 def test_health_reflects_the_predictor(adapter, fake_predictor):
     body = requests.get(f"{adapter.url}/health", timeout=10).json()
-    assert body == {"status": "healthy", "loaded_models": ["standard", "turbo"], "device": "cpu",
-                    "version": "0.1.0-fake"}
+    assert body == {
+        "status": "healthy",
+        "loaded_models": ["standard", "turbo"],
+        "device": "cpu",
+        "version": "0.1.0-fake",
+    }
     fake_predictor.set_ready(False)
     try:
         response = requests.get(f"{adapter.url}/health", timeout=10)
@@ -77,6 +90,7 @@ def test_bad_configuration_stops_at_start_up(adapter_voices_dir):
 
 
 # --- synthesis --------------------------------------------------------------------------------
+
 
 def test_wav_by_default(adapter):
     response = tts(adapter, {"text": "Hello, world!"})
@@ -113,8 +127,17 @@ def test_streaming_pcm_with_chunk_size(adapter):
 
 
 def test_parameters_reach_the_predictor(adapter, fake_predictor):
-    voice = {"exaggeration": 0.7, "cfg_weight": 0.3, "temperature": 0.9, "top_p": 0.9, "repetition_penalty": 1.3,
-             "min_p": 0.1, "top_k": 50, "seed": 42, "max_new_tokens": 100}
+    voice = {
+        "exaggeration": 0.7,
+        "cfg_weight": 0.3,
+        "temperature": 0.9,
+        "top_p": 0.9,
+        "repetition_penalty": 1.3,
+        "min_p": 0.1,
+        "top_k": 50,
+        "seed": 42,
+        "max_new_tokens": 100,
+    }
     assert tts(adapter, {"text": "params", "model": "turbo", "language_id": "fr", "voice": voice}).status_code == 200
     sent = fake_predictor.last_request()
     assert sent["model"] == "turbo" and sent["text_input"] == "params"
@@ -123,26 +146,30 @@ def test_parameters_reach_the_predictor(adapter, fake_predictor):
 
 # --- bad input --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"text": ""}, 422, ["text"]),
-    ({"text": "   "}, 422, ["text"]),
-    ({}, 422, ["text"]),
-    ({"text": "x" * 5001}, 413, ["5000"]),
-    ({"text": "hi", "voice": {"temperature": 2}}, 422, ["voice.temperature", "0.1-1.5"]),
-    ({"text": "hi", "voice": {"top_k": 0}}, 422, ["voice.top_k"]),
-    ({"text": "hi", "voice": {"seed": -1}}, 422, ["voice.seed"]),
-    ({"text": "hi", "voice": {"repetition_penalty": 0.5}}, 422, ["voice.repetition_penalty"]),
-    ({"text": "hi", "voice": {"temprature": 1}}, 422, ["voice.temprature"]),
-    ({"text": "hi", "audio": {"sample_rate": 1000}}, 422, ["audio.sample_rate"]),
-    ({"text": "hi", "audio": {"format": "mp3"}}, 422, ["audio.format"]),
-    ({"text": "hi", "model": "huge"}, 422, ["model"]),
-    ({"text": "hi", "voice": {"audio_prompt_path": "../outside.wav"}}, 400, ["not inside"]),
-    ({"text": "hi", "voice": {"audio_prompt_path": "/etc/passwd"}}, 400, ["not inside"]),
-    ({"text": "hi", "voice": {"audio_prompt_path": "missing.wav"}}, 404, ["missing.wav"]),
-    ({"text": "hi", "model": "multilingual"}, 404, ["multilingual"]),  # relayed from the predictor
-    ({"text": "hi [fail400]"}, 400, ["temperature"]),  # relayed from the predictor
-    ({"text": "hi [midfail]"}, 502, ["mid-stream"]),
-])
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"text": ""}, 422, ["text"]),
+        ({"text": "   "}, 422, ["text"]),
+        ({}, 422, ["text"]),
+        ({"text": "x" * 5001}, 413, ["5000"]),
+        ({"text": "hi", "voice": {"temperature": 2}}, 422, ["voice.temperature", "0.1-1.5"]),
+        ({"text": "hi", "voice": {"top_k": 0}}, 422, ["voice.top_k"]),
+        ({"text": "hi", "voice": {"seed": -1}}, 422, ["voice.seed"]),
+        ({"text": "hi", "voice": {"repetition_penalty": 0.5}}, 422, ["voice.repetition_penalty"]),
+        ({"text": "hi", "voice": {"temprature": 1}}, 422, ["voice.temprature"]),
+        ({"text": "hi", "audio": {"sample_rate": 1000}}, 422, ["audio.sample_rate"]),
+        ({"text": "hi", "audio": {"format": "mp3"}}, 422, ["audio.format"]),
+        ({"text": "hi", "model": "huge"}, 422, ["model"]),
+        ({"text": "hi", "voice": {"audio_prompt_path": "../outside.wav"}}, 400, ["not inside"]),
+        ({"text": "hi", "voice": {"audio_prompt_path": "/etc/passwd"}}, 400, ["not inside"]),
+        ({"text": "hi", "voice": {"audio_prompt_path": "missing.wav"}}, 404, ["missing.wav"]),
+        ({"text": "hi", "model": "multilingual"}, 404, ["multilingual"]),  # relayed from the predictor
+        ({"text": "hi [fail400]"}, 400, ["temperature"]),  # relayed from the predictor
+        ({"text": "hi [midfail]"}, 502, ["mid-stream"]),
+    ],
+)
 def test_bad_input_gets_its_4xx_and_the_service_stays_up(adapter, body, status, words):
     assert_error(tts(adapter, body), status, *words)
     assert requests.get(f"{adapter.url}/health", timeout=10).status_code == 200
@@ -161,8 +188,9 @@ def test_symlink_out_of_the_folder_is_refused_like_any_outside_path(adapter, ada
 
 
 def test_malformed_json_unknown_routes_and_methods_share_the_error_shape(adapter):
-    response = requests.post(f"{adapter.url}/api/tts", data="{oops", headers={"content-type": "application/json"},
-                             timeout=10)
+    response = requests.post(
+        f"{adapter.url}/api/tts", data="{oops", headers={"content-type": "application/json"}, timeout=10
+    )
     assert_error(response, 400, "JSON")
     assert_error(requests.get(f"{adapter.url}/nothing-here", timeout=10), 404)
     assert_error(requests.delete(f"{adapter.url}/api/tts", timeout=10), 405)
@@ -176,6 +204,7 @@ def test_streaming_failure_after_start_breaks_the_transfer(adapter):
 
 
 # --- voices -----------------------------------------------------------------------------------
+
 
 def upload(server, data: bytes, filename: str, **kwargs) -> requests.Response:
     return requests.post(f"{server.url}/api/voices/upload", files={"file": (filename, data)}, timeout=30, **kwargs)
@@ -216,14 +245,19 @@ def test_upload_refusals(adapter):
     assert_error(upload(adapter, make_audio(3), "dup.wav"), 409, "dup.wav", "overwrite")
     replaced = upload(adapter, make_audio(4), "dup.wav", params={"overwrite": "true"})
     assert replaced.status_code == 201 and replaced.json()["overwritten"] is True
-    form_overwrite = requests.post(f"{adapter.url}/api/voices/upload", files={"file": ("dup.wav", make_audio(5))},
-                                   data={"overwrite": "true"}, timeout=30)
+    form_overwrite = requests.post(
+        f"{adapter.url}/api/voices/upload",
+        files={"file": ("dup.wav", make_audio(5))},
+        data={"overwrite": "true"},
+        timeout=30,
+    )
     assert form_overwrite.status_code == 201
     assert_error(upload(adapter, b"RIFF....WAVEfmt garbage" * 50, "fake.wav"), 415, "audio")
     assert_error(upload(adapter, make_audio(1), "tiny.wav"), 422, "duration")
     assert_error(requests.post(f"{adapter.url}/api/voices/upload", json={"file": "x"}, timeout=10), 415)
-    assert_error(requests.post(f"{adapter.url}/api/voices/upload", files={"other": ("a.wav", b"x")}, timeout=10),
-                 400, "file")
+    assert_error(
+        requests.post(f"{adapter.url}/api/voices/upload", files={"other": ("a.wav", b"x")}, timeout=10), 400, "file"
+    )
     renamed = upload(adapter, make_audio(3), "ignored.wav", params={"name": "../../named voice"})
     assert renamed.status_code == 201 and renamed.json()["name"] == "named voice.wav"
 
@@ -242,11 +276,15 @@ def test_upload_size_limit_is_enforced_while_reading(adapter_factory, tmp_path):
         boundary = b"--XyZ"
         yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
         for i in range(0, len(big) * 2, 16384):
-            yield (big * 2)[i:i + 16384]
+            yield (big * 2)[i : i + 16384]
         yield b"\r\n" + boundary + b"--\r\n"
 
-    response = requests.post(f"{server.url}/api/voices/upload", data=chunked(), timeout=30,
-                             headers={"content-type": "multipart/form-data; boundary=XyZ"})
+    response = requests.post(
+        f"{server.url}/api/voices/upload",
+        data=chunked(),
+        timeout=30,
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
     assert_error(response, 413)
     assert list(tmp_path.iterdir()) == []
     assert upload(server, make_audio(2.5), "fits.wav").status_code == 201
@@ -256,14 +294,21 @@ def test_upload_size_limit_is_enforced_while_reading(adapter_factory, tmp_path):
 def test_two_replicas_share_the_default_voice(adapter, adapter_factory, adapter_voices_dir, clean_default):
     assert upload(adapter, make_audio(3), "shared.wav").status_code in (201, 409)
     other = adapter_factory(adapter_voices_dir, DEFAULT_VOICE="dup.wav")
-    assert requests.get(f"{other.url}/api/voice/default", timeout=10).json() == {"voice_path": "dup.wav", "source": "env"}
+    assert requests.get(f"{other.url}/api/voice/default", timeout=10).json() == {
+        "voice_path": "dup.wav",
+        "source": "env",
+    }
     requests.post(f"{adapter.url}/api/voice/default", json={"voice_path": "shared.wav"}, timeout=10).raise_for_status()
-    assert requests.get(f"{other.url}/api/voice/default", timeout=10).json() == {"voice_path": "shared.wav", "source": "api"}
+    assert requests.get(f"{other.url}/api/voice/default", timeout=10).json() == {
+        "voice_path": "shared.wav",
+        "source": "api",
+    }
     requests.post(f"{other.url}/api/voice/default", json={"voice_path": None}, timeout=10).raise_for_status()
     assert requests.get(f"{adapter.url}/api/voice/default", timeout=10).json()["voice_path"] is None
 
 
 # --- auth, limits, cancellation, service routes -----------------------------------------------
+
 
 def test_token_protects_everything_but_health(adapter_factory, tmp_path):
     server = adapter_factory(tmp_path, API_TOKEN="s3cret")
@@ -303,10 +348,16 @@ def test_slots_429_then_freed_when_the_client_goes_away(adapter_factory, tmp_pat
 def test_metrics_and_openapi(adapter):
     tts(adapter, {"text": "for metrics"})
     text = requests.get(f"{adapter.url}/metrics", timeout=10).text
-    for name in ("adapter_http_requests_total", "adapter_synthesis_in_flight", "adapter_time_to_first_audio_seconds",
-                 "adapter_websocket_connections"):
+    for name in (
+        "adapter_http_requests_total",
+        "adapter_synthesis_in_flight",
+        "adapter_time_to_first_audio_seconds",
+        "adapter_websocket_connections",
+    ):
         assert name in text
     assert 'route="/api/tts"' in text
     schema = requests.get(f"{adapter.url}/openapi.json", timeout=10).json()
-    assert {"/health", "/api/tts", "/api/voices", "/api/voice/default", "/api/voices/upload", "/metrics"} <= set(schema["paths"])
+    assert {"/health", "/api/tts", "/api/voices", "/api/voice/default", "/api/voices/upload", "/metrics"} <= set(
+        schema["paths"]
+    )
     assert "/ws/tts" in schema["info"]["description"]

@@ -24,8 +24,8 @@ from adapter.settings import Settings, SettingsError
 from adapter.voice_library import DEFAULT_FILE, VoiceLibrary
 from tests.adapter_fixtures import make_audio
 
-
 # --- settings ---------------------------------------------------------------------------------
+
 
 def test_settings_defaults_follow_the_seed():
     s = Settings.from_env({})
@@ -36,22 +36,36 @@ def test_settings_defaults_follow_the_seed():
 
 
 def test_settings_parse_types_and_log_level_names():
-    s = Settings.from_env({"PORT": "9000", "MAX_CONCURRENT_REQUESTS": "7", "PREDICTOR_TIMEOUT_S": "12.5",
-                           "LOG_LEVEL": "warn", "API_TOKEN": "t", "DEFAULT_VOICE": "a.wav"})
+    s = Settings.from_env(
+        {
+            "PORT": "9000",
+            "MAX_CONCURRENT_REQUESTS": "7",
+            "PREDICTOR_TIMEOUT_S": "12.5",
+            "LOG_LEVEL": "warn",
+            "API_TOKEN": "t",
+            "DEFAULT_VOICE": "a.wav",
+        }
+    )
     assert (s.port, s.max_concurrent_requests, s.predictor_timeout_s) == (9000, 7, 12.5)
     assert s.uvicorn_log_level == "warning" and s.api_token == "t" and s.default_voice == "a.wav"
 
 
-@pytest.mark.parametrize("env, word", [
-    ({"PORT": "abc"}, "PORT"), ({"MAX_CONCURRENT_REQUESTS": "0"}, "MAX_CONCURRENT_REQUESTS"),
-    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"), ({"PREDICTOR_URL": "localhost:8080"}, "PREDICTOR_URL"),
-])
+@pytest.mark.parametrize(
+    "env, word",
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"MAX_CONCURRENT_REQUESTS": "0"}, "MAX_CONCURRENT_REQUESTS"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"PREDICTOR_URL": "localhost:8080"}, "PREDICTOR_URL"),
+    ],
+)
 def test_settings_errors_name_the_variable(env, word):
     with pytest.raises(SettingsError, match=word):
         Settings.from_env(env)
 
 
 # --- audio ------------------------------------------------------------------------------------
+
 
 def test_pcm16_clips_and_is_little_endian():
     data = to_pcm16(np.array([0.0, 1.0, -1.0, 2.0], dtype=np.float32))
@@ -75,7 +89,7 @@ def test_streaming_wav_header_is_readable_and_whole_wav_is_exact():
 def test_resampled_length_matches_the_rate(rate):
     enc = Encoder("pcm_s16le", rate)
     x = np.zeros(24000, dtype=np.float32)
-    total = sum(len(enc.encode(x[i:i + 5000])) for i in range(0, 24000, 5000)) + len(enc.encode(x[:0], last=True))
+    total = sum(len(enc.encode(x[i : i + 5000])) for i in range(0, 24000, 5000)) + len(enc.encode(x[:0], last=True))
     assert total == rate * 2
 
 
@@ -91,6 +105,7 @@ def test_rechunker_cuts_exact_sizes_without_holding_any_back():
 
 
 # --- schemas and errors -----------------------------------------------------------------------
+
 
 def test_format_alias_and_defaults():
     req = TTSRequest.model_validate({"text": "hi", "audio": {"format": "pcm"}})
@@ -134,6 +149,7 @@ def test_text_length_limit_names_the_limit():
 
 # --- voice library ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def library(tmp_path):
     voices = tmp_path / "voices"
@@ -153,8 +169,14 @@ def test_resolve_accepts_names_and_absolute_paths_inside(library):
 def test_outside_paths_get_one_message_whether_or_not_they_exist(library, tmp_path):
     os.symlink(tmp_path / "secret.wav", library.root / "link.wav")
     messages = set()
-    for name in ("../secret.wav", "../missing.wav", str(tmp_path / "secret.wav"), str(tmp_path / "missing.wav"),
-                 "/etc/passwd", "link.wav"):
+    for name in (
+        "../secret.wav",
+        "../missing.wav",
+        str(tmp_path / "secret.wav"),
+        str(tmp_path / "missing.wav"),
+        "/etc/passwd",
+        "link.wav",
+    ):
         with pytest.raises(APIError) as info:
             library.resolve(name)
         assert info.value.status == 400
@@ -198,8 +220,12 @@ def test_store_upload_checks_content_duration_and_conflicts(library):
         library.store_upload(io.BytesIO(make_audio(3)), "new voice.wav", overwrite=False)
     assert conflict.value.status == 409
     assert library.store_upload(io.BytesIO(make_audio(7)), "new voice.wav", overwrite=True)["overwritten"] is True
-    for data, name, status in ((b"not audio" * 100, "x.wav", 415), (make_audio(1), "short.wav", 422),
-                               (make_audio(3), "....wav", 400), (make_audio(61, rate=8000), "huge.wav", 422)):
+    for data, name, status in (
+        (b"not audio" * 100, "x.wav", 415),
+        (make_audio(1), "short.wav", 422),
+        (make_audio(3), "....wav", 400),
+        (make_audio(61, rate=8000), "huge.wav", 422),
+    ):
         with pytest.raises(APIError) as info:
             library.store_upload(io.BytesIO(data), name, overwrite=False)
         assert info.value.status == status, name
@@ -223,6 +249,7 @@ def test_configmap_style_links_keep_their_visible_names(tmp_path):
 
 
 # --- predictor client (SSE parsing and error relay, on a mock transport) ------------------------
+
 
 def _sse(*events) -> bytes:
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
@@ -262,8 +289,10 @@ def test_stream_yields_float_chunks_and_sends_the_documented_body():
     got, error = _run_stream(handler)
     # This predictor flags no chunk final: the end of the stream is marked by an empty final chunk.
     assert error is None and got == [([0.5, -0.5], False), ([], True)]
-    assert seen == {"path": "/v2/models/standard/generate_stream",
-                    "body": {"text_input": "hi", "parameters": {"voice": "a.wav"}, "incremental": True}}
+    assert seen == {
+        "path": "/v2/models/standard/generate_stream",
+        "body": {"text_input": "hi", "parameters": {"voice": "a.wav"}, "incremental": True},
+    }
 
 
 def test_a_flagged_final_chunk_is_the_last_one():
@@ -272,17 +301,28 @@ def test_a_flagged_final_chunk_is_the_last_one():
     assert error is None and got == [([pytest.approx(0.1)], False), ([pytest.approx(0.2)], True)]
 
 
-@pytest.mark.parametrize("response, status, words", [
-    (httpx.Response(400, json={"error": "temperature: must be in [0.1, 1.5]"}), 400, "temperature"),
-    (httpx.Response(404, json={"error": "model 'x' is not loaded"}), 404, "not loaded"),
-    (httpx.Response(429, json={"error": "busy"}), 429, "busy"),
-    (httpx.Response(500, text="boom"), 502, "boom"),
-    (httpx.Response(503, json={"error": "loading"}), 503, "loading"),
-    (httpx.Response(200, content=_sse(_chunk([0.1]), {"type": "error", "code": 400, "message": "bad voice"})), 400, "bad voice"),
-    (httpx.Response(200, content=_sse(_chunk([0.1]))), 502, "done"),
-    (httpx.Response(200, content=_sse({"type": "chunk", "sample_rate": 24000, "audio_b64": "%%%"})), 502, "malformed"),
-    (httpx.Response(200, content=b"data: {not json\n\n"), 502, "malformed"),
-])
+@pytest.mark.parametrize(
+    "response, status, words",
+    [
+        (httpx.Response(400, json={"error": "temperature: must be in [0.1, 1.5]"}), 400, "temperature"),
+        (httpx.Response(404, json={"error": "model 'x' is not loaded"}), 404, "not loaded"),
+        (httpx.Response(429, json={"error": "busy"}), 429, "busy"),
+        (httpx.Response(500, text="boom"), 502, "boom"),
+        (httpx.Response(503, json={"error": "loading"}), 503, "loading"),
+        (
+            httpx.Response(200, content=_sse(_chunk([0.1]), {"type": "error", "code": 400, "message": "bad voice"})),
+            400,
+            "bad voice",
+        ),
+        (httpx.Response(200, content=_sse(_chunk([0.1]))), 502, "done"),
+        (
+            httpx.Response(200, content=_sse({"type": "chunk", "sample_rate": 24000, "audio_b64": "%%%"})),
+            502,
+            "malformed",
+        ),
+        (httpx.Response(200, content=b"data: {not json\n\n"), 502, "malformed"),
+    ],
+)
 def test_predictor_errors_are_relayed_with_a_fitting_status(response, status, words):
     _, error = _run_stream(lambda request: response)
     assert error is not None and error.status == status and words in error.message

@@ -14,8 +14,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.adapter_fixtures import (  # noqa: F401  (fixtures are used by name)
-    adapter, adapter_factory, adapter_log_dir, adapter_voices_dir, fake_predictor, free_port, make_audio,
-    predictor_url, start_adapter, wait_until,
+    adapter,
+    adapter_factory,
+    adapter_log_dir,
+    adapter_voices_dir,
+    fake_predictor,
+    free_port,
+    make_audio,
+    predictor_url,
+    start_adapter,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -76,8 +84,16 @@ def test_no_audio_still_ends_with_one_last_chunk(adapter):
 @pytest.mark.parametrize("rate, ms, size", [(16000, 40, 1280), (22050, 20, 882), (48000, 100, 9600)])
 def test_chunk_size_and_sample_rate_are_honoured(adapter, rate, ms, size):
     with open_ws(adapter) as (ws, _):
-        ws.send(json.dumps({"type": "say", "id": "c", "text": "hi",
-                            "audio": {"format": "pcm_s16le", "sample_rate": rate, "chunk_size_ms": ms}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "say",
+                    "id": "c",
+                    "text": "hi",
+                    "audio": {"format": "pcm_s16le", "sample_rate": rate, "chunk_size_ms": ms},
+                }
+            )
+        )
         result = collect(ws, {"c"})["c"]
     data = [base64.b64decode(c["data"]) for c in result["chunks"]]
     assert all(len(d) == size for d in data[:-1]) and 0 < len(data[-1]) <= size
@@ -117,24 +133,31 @@ def test_an_id_in_progress_cannot_be_reused(adapter):
         assert "in progress" in msg["message"]
 
 
-@pytest.mark.parametrize("message, code, words", [
-    ("{not json", 400, ["JSON"]),
-    ("[1, 2]", 400, ["object"]),
-    ({"type": "dance", "id": "x"}, 400, ["dance"]),
-    ({"id": "x", "text": "hi"}, 400, ["type"]),
-    ({"type": "say", "id": "x"}, 422, ["text"]),
-    ({"type": "say", "id": "x", "text": ""}, 422, ["text"]),
-    ({"type": "say", "id": "x", "text": "x" * 5001}, 413, ["5000"]),
-    ({"type": "say", "id": "x", "text": "hi", "voice": {"cfg_weight": 1.5}}, 422, ["voice.cfg_weight", "0.0-1.0"]),
-    ({"type": "say", "id": "x", "text": "hi", "audio": {"chunk_size_ms": 0}}, 422, ["audio.chunk_size_ms"]),
-    ({"type": "say", "id": "x", "text": "hi", "audio": {"format": "ogg"}}, 422, ["audio.format"]),
-    ({"type": "say", "id": "x", "text": "hi", "voice": {"audio_prompt_path": "../../etc/passwd"}}, 400, ["not inside"]),
-    ({"type": "say", "id": "x", "text": "hi", "voice": {"audio_prompt_path": "absent.wav"}}, 404, ["absent.wav"]),
-    ({"type": "say", "id": "x", "text": "hi [fail400]"}, 400, ["temperature"]),
-    ({"type": "say", "id": "x", "text": "hi", "model": "multilingual"}, 404, ["multilingual"]),
-    ({"type": "set_voice", "id": "x", "voice_path": "/etc/passwd"}, 400, ["not inside"]),
-    ({"type": "set_voice", "id": "x"}, 422, ["voice_path"]),
-])
+@pytest.mark.parametrize(
+    "message, code, words",
+    [
+        ("{not json", 400, ["JSON"]),
+        ("[1, 2]", 400, ["object"]),
+        ({"type": "dance", "id": "x"}, 400, ["dance"]),
+        ({"id": "x", "text": "hi"}, 400, ["type"]),
+        ({"type": "say", "id": "x"}, 422, ["text"]),
+        ({"type": "say", "id": "x", "text": ""}, 422, ["text"]),
+        ({"type": "say", "id": "x", "text": "x" * 5001}, 413, ["5000"]),
+        ({"type": "say", "id": "x", "text": "hi", "voice": {"cfg_weight": 1.5}}, 422, ["voice.cfg_weight", "0.0-1.0"]),
+        ({"type": "say", "id": "x", "text": "hi", "audio": {"chunk_size_ms": 0}}, 422, ["audio.chunk_size_ms"]),
+        ({"type": "say", "id": "x", "text": "hi", "audio": {"format": "ogg"}}, 422, ["audio.format"]),
+        (
+            {"type": "say", "id": "x", "text": "hi", "voice": {"audio_prompt_path": "../../etc/passwd"}},
+            400,
+            ["not inside"],
+        ),
+        ({"type": "say", "id": "x", "text": "hi", "voice": {"audio_prompt_path": "absent.wav"}}, 404, ["absent.wav"]),
+        ({"type": "say", "id": "x", "text": "hi [fail400]"}, 400, ["temperature"]),
+        ({"type": "say", "id": "x", "text": "hi", "model": "multilingual"}, 404, ["multilingual"]),
+        ({"type": "set_voice", "id": "x", "voice_path": "/etc/passwd"}, 400, ["not inside"]),
+        ({"type": "set_voice", "id": "x"}, 422, ["voice_path"]),
+    ],
+)
 def test_bad_messages_get_an_error_and_the_connection_stays_open(adapter, message, code, words):
     with open_ws(adapter) as (ws, _):
         ws.send(message if isinstance(message, str) else json.dumps(message))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ import sys
 
 if str(cr.ROOT) not in sys.path:  # `pytest` run without `python -m`: make the scripts package importable
     sys.path.insert(0, str(cr.ROOT))
-from scripts import render_manifests  # noqa: E402
+from scripts import render_manifests
 
 ISVC = cr.RELEASE  # the release name contains the chart name, so the InferenceService is named after it
 PREDICTOR_SERVICE = f"{ISVC}-predictor"
@@ -54,14 +54,24 @@ EVERYTHING_ON = {
     "adapter.pdb.minAvailable": "50%",
 }
 KEDA = {"predictor.autoscaling.class": "keda", "predictor.autoscaling.maxReplicas": 4}
-KEDA_SCALED_OBJECT = {"predictor.autoscaling.class": "external", "predictor.autoscaling.maxReplicas": 4,
-                      "predictor.keda.scaledObject.enabled": True}
-STORAGE_URI = {"models.source": "storageUri", "models.storageUri": "pvc://chatterbox-models/chatterbox",
-               "huggingface.existingSecret": "hf-token"}
-STORAGE_URIS = {"models.source": "storageUri", "models.storageUris": [
-    {"uri": "hf://ResembleAI/chatterbox", "mountPath": "/mnt/models/standard"},
-    {"uri": "hf://ResembleAI/chatterbox-turbo", "mountPath": "/mnt/models/turbo"}],
-    "predictor.loadTurbo": True}
+KEDA_SCALED_OBJECT = {
+    "predictor.autoscaling.class": "external",
+    "predictor.autoscaling.maxReplicas": 4,
+    "predictor.keda.scaledObject.enabled": True,
+}
+STORAGE_URI = {
+    "models.source": "storageUri",
+    "models.storageUri": "pvc://chatterbox-models/chatterbox",
+    "huggingface.existingSecret": "hf-token",
+}
+STORAGE_URIS = {
+    "models.source": "storageUri",
+    "models.storageUris": [
+        {"uri": "hf://ResembleAI/chatterbox", "mountPath": "/mnt/models/standard"},
+        {"uri": "hf://ResembleAI/chatterbox-turbo", "mountPath": "/mnt/models/turbo"},
+    ],
+    "predictor.loadTurbo": True,
+}
 SCENARIOS = {
     **{name: (files, {}) for name, files in VARIANTS.items()},
     "everything-on": ((), EVERYTHING_ON),
@@ -70,15 +80,23 @@ SCENARIOS = {
     "keda-scaledobject": (("values-gpu.yaml",), KEDA_SCALED_OBJECT),
     "storage-uri": ((), STORAGE_URI),
     "storage-uris": ((), STORAGE_URIS),
-    "no-persistence": ((), {"voices.persistent": False, "models.cache.persistent": False,
-                            "networkPolicy.enabled": False, "adapter.pdb.enabled": False,
-                            "predictor.pdb.enabled": False, "metrics.prometheusAnnotations": False,
-                            "tests.enabled": False}),
+    "no-persistence": (
+        (),
+        {
+            "voices.persistent": False,
+            "models.cache.persistent": False,
+            "networkPolicy.enabled": False,
+            "adapter.pdb.enabled": False,
+            "predictor.pdb.enabled": False,
+            "metrics.prometheusAnnotations": False,
+            "tests.enabled": False,
+        },
+    ),
     "legacy-raw": ((), {"predictor.deploymentMode": "RawDeployment"}),
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render_cached(files: tuple, frozen: str) -> str:
     return cr.render_text(files, json.loads(frozen))
 
@@ -105,6 +123,7 @@ def labels_match(selector: dict, labels: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------------- helm
 
+
 def test_helm_is_helm_3():
     out = cr.helm("version", "--short").stdout
     assert out.startswith("v3."), out
@@ -125,20 +144,33 @@ def test_template_renders_the_expected_objects(variant):
     kinds = {(o["kind"], o["metadata"]["name"]) for o in render(VARIANTS[variant])}
     expected = {
         ("InferenceService", ISVC),
-        ("Deployment", ADAPTER), ("Service", ADAPTER), ("ServiceAccount", ADAPTER),
+        ("Deployment", ADAPTER),
+        ("Service", ADAPTER),
+        ("ServiceAccount", ADAPTER),
         ("ServiceAccount", PREDICTOR_SERVICE),
-        ("PersistentVolumeClaim", f"{cr.RELEASE}-voices"), ("PersistentVolumeClaim", f"{cr.RELEASE}-model-cache"),
+        ("PersistentVolumeClaim", f"{cr.RELEASE}-voices"),
+        ("PersistentVolumeClaim", f"{cr.RELEASE}-model-cache"),
         ("NetworkPolicy", PREDICTOR_SERVICE),
-        ("PodDisruptionBudget", ADAPTER), ("PodDisruptionBudget", PREDICTOR_SERVICE),
+        ("PodDisruptionBudget", ADAPTER),
+        ("PodDisruptionBudget", PREDICTOR_SERVICE),
         ("Pod", f"{cr.RELEASE}-test-health"),
     }
     assert expected <= kinds, expected - kinds
     # Off by default: secrets with values, ingress, HPA, RBAC, monitors, KEDA.
-    assert not {k for k, _ in kinds} & {"Secret", "Ingress", "HorizontalPodAutoscaler", "Role", "RoleBinding",
-                                        "ServiceMonitor", "PodMonitor", "ScaledObject"}
+    assert not {k for k, _ in kinds} & {
+        "Secret",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "Role",
+        "RoleBinding",
+        "ServiceMonitor",
+        "PodMonitor",
+        "ScaledObject",
+    }
 
 
 # ----------------------------------------------------------------------------------------- schemas
+
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_core_objects_validate_against_kubernetes_schemas(name):
@@ -149,8 +181,10 @@ def test_core_objects_validate_against_kubernetes_schemas(name):
         try:
             cv.validate_core(obj)
         except Exception as exc:  # kubernetes_validate's errors carry the path and message
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {getattr(exc, 'message', exc)} "
-                        f"at {'.'.join(map(str, getattr(exc, 'path', [])))}")
+            pytest.fail(
+                f"{obj['kind']}/{obj['metadata']['name']}: {getattr(exc, 'message', exc)} "
+                f"at {'.'.join(map(str, getattr(exc, 'path', [])))}"
+            )
         checked += 1
     assert checked >= 4
 
@@ -184,8 +218,11 @@ def test_other_custom_resources_are_well_formed():
         assert auth["credentials"] == {"name": f"{cr.RELEASE}-api-token", "key": "API_TOKEN"}
     scaled = cr.one(objs, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                "name": PREDICTOR_SERVICE}
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": PREDICTOR_SERVICE,
+    }
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
     assert set(trigger["metadata"]) == {"serverAddress", "query", "threshold"}
@@ -193,6 +230,7 @@ def test_other_custom_resources_are_well_formed():
 
 
 # ------------------------------------------------------------------------------------------- kserve
+
 
 def kserve_webhook_errors(isvc: dict) -> list[str]:
     """KServe's admission rules for autoscaling (validateAutoScalingCompExtension), restated."""
@@ -214,8 +252,9 @@ def kserve_webhook_errors(isvc: dict) -> list[str]:
         if "scaleMetric" in pred:
             errors.append("ScaleMetric is not supported for KEDA")
         for m in pred.get("autoScaling", {}).get("metrics", []):
-            if m["type"] == "External" and (not m["external"]["metric"].get("query")
-                                             or "value" not in m["external"]["target"]):
+            if m["type"] == "External" and (
+                not m["external"]["metric"].get("query") or "value" not in m["external"]["target"]
+            ):
                 errors.append("external metric needs query and target value")
     if pred.get("minReplicas", 1) > pred.get("maxReplicas", 1):
         errors.append("min > max")
@@ -238,7 +277,16 @@ def test_inferenceservice_follows_kserve_conventions(name):
     # First port: REST (KServe's Service maps port 80 to it); then gRPC, named h2c.
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
     assert cr.container_command(container) == [
-        "python", "-m", "predictor", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081"]
+        "python",
+        "-m",
+        "predictor",
+        "--model_dir",
+        "/mnt/models",
+        "--http_port",
+        "8080",
+        "--grpc_port",
+        "8081",
+    ]
     assert pred["automountServiceAccountToken"] is False
 
 
@@ -269,8 +317,13 @@ def test_predictor_settings_come_from_values():
     cpu = cr.env_values(cr.pod_specs(scenario("cpu"))["predictor"])
     gpu = cr.env_values(cr.pod_specs(scenario("gpu"))["predictor"])
     assert cpu["DEVICE"] == "cpu" and gpu["DEVICE"] == "cuda"
-    pred = cr.env_values(cr.pod_specs(render((), {"predictor.loadTurbo": True, "predictor.loadStandard": False,
-                                                  "predictor.maxConcurrentRequests": 7}))["predictor"])
+    pred = cr.env_values(
+        cr.pod_specs(
+            render(
+                (), {"predictor.loadTurbo": True, "predictor.loadStandard": False, "predictor.maxConcurrentRequests": 7}
+            )
+        )["predictor"]
+    )
     assert (pred["LOAD_STANDARD"], pred["LOAD_TURBO"], pred["LOAD_MULTILINGUAL"]) == ("false", "true", "false")
     assert pred["MAX_CONCURRENT_REQUESTS"] == "7"
     assert all(isinstance(v, (str, dict)) for v in {**cpu, **gpu, **pred}.values())
@@ -315,6 +368,7 @@ def test_chart_scaled_object_needs_external_class():
 
 # ---------------------------------------------------------------------------------------- weights
 
+
 def test_hub_download_uses_a_persistent_cache():
     objs = scenario("default")
     pred = cr.one(objs, "InferenceService")["spec"]["predictor"]
@@ -352,6 +406,7 @@ def test_storage_uris_list():
 
 # ------------------------------------------------------------------------------------------ adapter
 
+
 def test_adapter_reaches_the_predictor_service():
     adapter = cr.pod_specs(scenario("default"))["adapter"]
     env = cr.env_values(adapter)
@@ -377,14 +432,20 @@ def test_adapter_discovery_mode():
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert pod["automountServiceAccountToken"] is True
     role = cr.one(objs, "Role")
-    assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                              "resourceNames": [ISVC], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": [ISVC],
+            "verbs": ["get"],
+        }
+    ]
     binding = cr.one(objs, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
-                                    "namespace": cr.NAMESPACE}]
-    assert "predictorUrl" in helm_fails((), {"adapter.discoverPredictor": True,
-                                             "adapter.predictorUrl": "http://x:80"})
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": cr.NAMESPACE}
+    ]
+    assert "predictorUrl" in helm_fails((), {"adapter.discoverPredictor": True, "adapter.predictorUrl": "http://x:80"})
 
 
 def test_adapter_optional_objects():
@@ -409,7 +470,9 @@ def test_secrets():
     assert set(secrets[f"{cr.RELEASE}-hf-token"]["data"]) == {"HF_TOKEN"}
     pods = cr.pod_specs(objs)
     assert cr.env_values(pods["adapter"])["API_TOKEN"]["secretKeyRef"] == {
-        "name": f"{cr.RELEASE}-api-token", "key": "API_TOKEN"}
+        "name": f"{cr.RELEASE}-api-token",
+        "key": "API_TOKEN",
+    }
     assert cr.env_values(pods["predictor"])["HF_TOKEN"]["secretKeyRef"]["name"] == f"{cr.RELEASE}-hf-token"
     existing = cr.pod_specs(render((), {"apiToken.existingSecret": "my-api", "apiToken.existingSecretKey": "token"}))
     assert cr.env_values(existing["adapter"])["API_TOKEN"]["secretKeyRef"] == {"name": "my-api", "key": "token"}
@@ -420,13 +483,19 @@ def test_secrets():
 
 # ------------------------------------------------------------------------------ labels and security
 
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_labels_and_namespace(name):
     for obj in scenario(name):
         meta = obj["metadata"]
         labels = meta.get("labels", {})
-        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
-                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
             assert key in labels, f"{obj['kind']}/{meta['name']} lacks {key}"
         assert meta["namespace"] == cr.NAMESPACE
         assert len(meta["name"]) <= 63
@@ -456,8 +525,11 @@ def test_pods_are_locked_down(name):
 def test_voices_are_shared_between_adapter_and_predictor():
     objs = scenario("default")
     pods = cr.pod_templates(objs)
-    claims = {c: next(v for v in p["volumes"] if v["name"] == "voices")["persistentVolumeClaim"]["claimName"]
-              for c, p in pods.items() if c in ("adapter", "predictor")}
+    claims = {
+        c: next(v for v in p["volumes"] if v["name"] == "voices")["persistentVolumeClaim"]["claimName"]
+        for c, p in pods.items()
+        if c in ("adapter", "predictor")
+    }
     assert claims["adapter"] == claims["predictor"] == f"{cr.RELEASE}-voices"
     pvc = cr.one(objs, "PersistentVolumeClaim", claims["adapter"])
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -466,16 +538,20 @@ def test_voices_are_shared_between_adapter_and_predictor():
         env = cr.env_values(cr.pod_specs(objs)[c])
         assert env["VOICES_DIR"] == "/app/voices"
     existing = cr.pod_templates(render((), {"voices.existingClaim": "team-voices"}))
-    assert next(v for v in existing["adapter"]["volumes"] if v["name"] == "voices")[
-        "persistentVolumeClaim"]["claimName"] == "team-voices"
+    assert (
+        next(v for v in existing["adapter"]["volumes"] if v["name"] == "voices")["persistentVolumeClaim"]["claimName"]
+        == "team-voices"
+    )
 
 
 def test_selectors_match_pods():
     objs = scenario("everything-on")
     pods = cr.pod_templates(objs)
     isvc = cr.one(objs, "InferenceService")
-    pod_labels = {"predictor": isvc["spec"]["predictor"]["labels"],
-                  "adapter": cr.one(objs, "Deployment", ADAPTER)["spec"]["template"]["metadata"]["labels"]}
+    pod_labels = {
+        "predictor": isvc["spec"]["predictor"]["labels"],
+        "adapter": cr.one(objs, "Deployment", ADAPTER)["spec"]["template"]["metadata"]["labels"],
+    }
     assert set(pods) >= {"predictor", "adapter"}
     service = cr.one(objs, "Service", ADAPTER)
     assert labels_match(service["spec"]["selector"], pod_labels["adapter"])
@@ -502,8 +578,9 @@ def test_network_policy_admits_only_adapter_and_prometheus():
     assert labels_match(from_adapter["from"][0]["podSelector"]["matchLabels"], adapter_labels)
     ports = {p["containerPort"] for p in isvc["spec"]["predictor"]["containers"][0]["ports"]}
     assert {p["port"] for p in from_adapter["ports"]} == ports
-    assert from_prometheus["from"] == [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert from_prometheus["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     assert [p["port"] for p in from_prometheus["ports"]] == [8080]
     # Prometheus annotations point at the same port.
     assert isvc["spec"]["predictor"]["annotations"]["prometheus.io/port"] == "8080"
@@ -550,13 +627,16 @@ def test_schema_rejects_bad_values(values, needle):
     assert "schema" in error and needle in error, error
 
 
-@pytest.mark.parametrize("values,needle", [
-    ({"predictor.loadStandard": False}, "at least one of"),
-    ({"predictor.autoscaling.minReplicas": 3, "predictor.autoscaling.maxReplicas": 2}, "minReplicas"),
-    ({"predictor.autoscaling.scaleTarget": 150}, "scaleTarget"),
-    ({"models.source": "storageUri", "models.storageUri": ""}, "storageUri"),
-    ({"apiToken.value": "a", "apiToken.existingSecret": "b"}, "apiToken"),
-])
+@pytest.mark.parametrize(
+    "values,needle",
+    [
+        ({"predictor.loadStandard": False}, "at least one of"),
+        ({"predictor.autoscaling.minReplicas": 3, "predictor.autoscaling.maxReplicas": 2}, "minReplicas"),
+        ({"predictor.autoscaling.scaleTarget": 150}, "scaleTarget"),
+        ({"models.source": "storageUri", "models.storageUri": ""}, "storageUri"),
+        ({"apiToken.value": "a", "apiToken.existingSecret": "b"}, "apiToken"),
+    ],
+)
 def test_templates_reject_inconsistent_values(values, needle):
     assert needle in helm_fails((), values)
 
@@ -622,9 +702,17 @@ def test_every_values_key_is_documented_and_in_the_schema():
     undocumented = sorted(p for p in defined if p in keys and p not in commented and not native.search(p))
     assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
     # Every schema key exists in values.yaml (documented defaults), except free-form maps' contents.
-    missing = sorted(p for p in chart_keys if not present(p) and p.count(".") < 3
-                     and not re.search(r"\.(requests|limits|claims|matchLabels|matchExpressions|rollingUpdate"
-                                       r"|maxSurge|maxUnavailable|type)$", p))
+    missing = sorted(
+        p
+        for p in chart_keys
+        if not present(p)
+        and p.count(".") < 3
+        and not re.search(
+            r"\.(requests|limits|claims|matchLabels|matchExpressions|rollingUpdate"
+            r"|maxSurge|maxUnavailable|type)$",
+            p,
+        )
+    )
     assert not missing, f"schema keys missing from values.yaml: {missing}"
 
 
@@ -643,10 +731,12 @@ def test_values_files_only_use_known_keys():
                 assert dotted in chart_keys, f"{name}: {dotted} is not a chart value"
                 if isinstance(value, dict):
                     walk(value, dotted + ".")
+
         walk(data, "")
 
 
 # -------------------------------------------------------------------------------------- manifests
+
 
 @pytest.mark.parametrize("variant", render_manifests.VARIANTS)
 def test_manifests_match_the_chart(variant):

@@ -37,18 +37,51 @@ VALUES = {"cpu": ("values-cpu.yaml",), "gpu": ("values-gpu.yaml",)}
 
 # The environment interface agreed for the two processes (docs/predictor-api.md and the seed's table).
 # The chart may only set these; the code check below compares them with what the code reads.
-PREDICTOR_ENV = {"DEVICE", "LOAD_STANDARD", "LOAD_TURBO", "LOAD_MULTILINGUAL", "MODEL_DIR", "HF_HOME", "HF_TOKEN",
-                 "VOICES_DIR", "MAX_CONCURRENT_REQUESTS", "MAX_TEXT_LENGTH", "MAX_NEW_TOKENS", "LOG_LEVEL",
-                 "STORAGE_URI"}
-ADAPTER_ENV = {"HOST", "PORT", "PREDICTOR_URL", "PREDICTOR_TIMEOUT_S", "VOICES_DIR", "DEFAULT_VOICE", "API_TOKEN",
-               "MAX_CONCURRENT_REQUESTS", "MAX_TEXT_LENGTH", "MAX_UPLOAD_BYTES", "LOG_LEVEL",
-               "INFERENCESERVICE_NAME", "POD_NAMESPACE"}
+PREDICTOR_ENV = {
+    "DEVICE",
+    "LOAD_STANDARD",
+    "LOAD_TURBO",
+    "LOAD_MULTILINGUAL",
+    "MODEL_DIR",
+    "HF_HOME",
+    "HF_TOKEN",
+    "VOICES_DIR",
+    "MAX_CONCURRENT_REQUESTS",
+    "MAX_TEXT_LENGTH",
+    "MAX_NEW_TOKENS",
+    "LOG_LEVEL",
+    "STORAGE_URI",
+}
+ADAPTER_ENV = {
+    "HOST",
+    "PORT",
+    "PREDICTOR_URL",
+    "PREDICTOR_TIMEOUT_S",
+    "VOICES_DIR",
+    "DEFAULT_VOICE",
+    "API_TOKEN",
+    "MAX_CONCURRENT_REQUESTS",
+    "MAX_TEXT_LENGTH",
+    "MAX_UPLOAD_BYTES",
+    "LOG_LEVEL",
+    "INFERENCESERVICE_NAME",
+    "POD_NAMESPACE",
+}
 # Read by libraries or by KServe's webhook, not by our code.
 LIBRARY_ENV = {"HF_HOME", "HF_TOKEN", "STORAGE_URI"}
 # Set by the images for a read-only root filesystem (caches under /tmp) and Python's behaviour.
-IMAGE_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "NUMBA_CACHE_DIR", "XDG_CACHE_HOME",
-             "MPLCONFIGDIR", "TRITON_CACHE_DIR", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",
-             "DEBIAN_FRONTEND"}
+IMAGE_ENV = {
+    "PATH",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED",
+    "NUMBA_CACHE_DIR",
+    "XDG_CACHE_HOME",
+    "MPLCONFIGDIR",
+    "TRITON_CACHE_DIR",
+    "PIP_NO_CACHE_DIR",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "DEBIAN_FRONTEND",
+}
 # Rendered only with some values: render once with all of them on, to see every name the chart can set.
 FULL = {"apiToken.value": "x", "huggingface.token": "y", "adapter.defaultVoice": "v.wav"}
 
@@ -64,6 +97,7 @@ def charts() -> dict[str, dict[str, dict]]:
 
 
 # ------------------------------------------------------------------------------------ Dockerfiles
+
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs; continuation lines joined, comments dropped."""
@@ -155,8 +189,11 @@ def test_dockerfile_layers_requirements_before_code(name):
     instructions = dockerfile(DOCKERFILES[name])
     copies = [(i, rest) for i, (word, rest) in enumerate(instructions) if word == "COPY"]
     req = [i for i, rest in copies if "requirements" in rest]
-    code = [i for i, rest in copies if re.search(r"\b(predictor|adapter)/", rest.split("--from=build")[-1])
-            and "requirements" not in rest]
+    code = [
+        i
+        for i, rest in copies
+        if re.search(r"\b(predictor|adapter)/", rest.split("--from=build")[-1]) and "requirements" not in rest
+    ]
     assert req and code and max(req) < min(code), "requirements must be copied (and installed) before the code"
     # Every COPY source exists (the build context is the repository root).
     for _, rest in copies:
@@ -196,8 +233,11 @@ def test_adapter_image_has_no_torch():
 
 
 def test_dockerignore_keeps_the_context_small():
-    rules = [r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines()
-             if r.strip() and not r.strip().startswith("#")]
+    rules = [
+        r.strip()
+        for r in (ROOT / ".dockerignore").read_text().splitlines()
+        if r.strip() and not r.strip().startswith("#")
+    ]
     assert rules[0] == "*", "an allow-list"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     for path in DOCKERFILES.values():
@@ -209,6 +249,7 @@ def test_dockerignore_keeps_the_context_small():
 
 
 # -------------------------------------------------------------------------- adapter requirements
+
 
 def _lock() -> dict[str, str]:
     pins = {}
@@ -297,12 +338,16 @@ def test_adapter_imports_are_in_its_requirements():
 
 # ------------------------------------------------------------------- environment names vs the code
 
+
 def _upper_literals(paths) -> set[str]:
     names = set()
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and re.fullmatch(r"[A-Z][A-Z0-9_]{2,}", node.value):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"[A-Z][A-Z0-9_]{2,}", node.value)
+            ):
                 names.add(node.value)
     return names
 
@@ -310,8 +355,11 @@ def _upper_literals(paths) -> set[str]:
 def _dataclass_fields(path: Path, cls: str) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ClassDef) and node.name == cls:
-            return {stmt.target.id.upper() for stmt in node.body
-                    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
+            return {
+                stmt.target.id.upper()
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            }
     return set()
 
 
@@ -348,8 +396,10 @@ def test_code_reads_the_env_the_chart_sets(component, charts):
 def test_chart_defaults_match_code_defaults():
     """values.yaml's defaults are the code's defaults, so leaving a value out of the chart changes nothing."""
     pods = chart_pods()
-    checks = {"predictor": (ROOT / "predictor" / "config.py", "PredictorSettings"),
-              "adapter": (ROOT / "adapter" / "settings.py", "Settings")}
+    checks = {
+        "predictor": (ROOT / "predictor" / "config.py", "PredictorSettings"),
+        "adapter": (ROOT / "adapter" / "settings.py", "Settings"),
+    }
     compared = 0
     for component, (path, cls) in checks.items():
         if not path.exists():
@@ -379,6 +429,7 @@ def test_chart_defaults_match_code_defaults():
 
 
 # ------------------------------------------------------------------------------------ compose files
+
 
 def compose(variant: str) -> dict:
     return yaml.safe_load(COMPOSE[variant].read_text())
@@ -410,8 +461,10 @@ def test_compose_runs_what_the_chart_runs(variant, charts):
         assert service["image"] == container["image"]
         dockerfile_path = ROOT / service["build"]["dockerfile"]
         assert dockerfile_path.exists() and service["build"]["context"] == "."
-        expected = {"cpu": {"predictor": "predictor.Dockerfile", "adapter": "adapter.Dockerfile"},
-                    "gpu": {"predictor": "predictor-cuda.Dockerfile", "adapter": "adapter.Dockerfile"}}
+        expected = {
+            "cpu": {"predictor": "predictor.Dockerfile", "adapter": "adapter.Dockerfile"},
+            "gpu": {"predictor": "predictor-cuda.Dockerfile", "adapter": "adapter.Dockerfile"},
+        }
         assert dockerfile_path.name == expected[variant][component]
         # Same user and hardening as the pods.
         sc = container["securityContext"]
@@ -430,7 +483,9 @@ def test_compose_env_matches_the_chart(variant, charts):
         for name, value in env.items():
             if "${" in value or not isinstance(chart_env.get(name), str) or name == "PREDICTOR_URL":
                 continue
-            assert value == chart_env[name], f"{variant} {component} {name}: compose {value!r}, chart {chart_env[name]!r}"
+            assert value == chart_env[name], (
+                f"{variant} {component} {name}: compose {value!r}, chart {chart_env[name]!r}"
+            )
     # The adapter reaches the predictor service on the predictor's REST container port.
     predictor = charts[variant]["predictor"]
     rest = next(p["containerPort"] for p in predictor["ports"] if p["name"] == "http1")

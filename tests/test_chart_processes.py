@@ -54,14 +54,15 @@ ROUTE_LOG_PREFIX = "chart-test-dns:"
 
 # --------------------------------------------------------------------------- the rendered pods
 
+
 @dataclass
 class Pod:
     component: str
-    spec: dict                      # the pod spec (for the InferenceService: spec.predictor)
+    spec: dict  # the pod spec (for the InferenceService: spec.predictor)
     labels: dict
     annotations: dict
-    ports: dict[int, int] = field(default_factory=dict)      # containerPort -> local port
-    mounts: dict[str, Path] = field(default_factory=dict)    # mountPath -> local folder
+    ports: dict[int, int] = field(default_factory=dict)  # containerPort -> local port
+    mounts: dict[str, Path] = field(default_factory=dict)  # mountPath -> local folder
     env: dict[str, str] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     process: ManagedProcess | None = None
@@ -85,7 +86,7 @@ class Pod:
     def local_path(self, path: str) -> Path | None:
         for mount in sorted(self.mounts, key=len, reverse=True):
             if path == mount or path.startswith(mount.rstrip("/") + "/"):
-                return self.mounts[mount] / path[len(mount):].lstrip("/")
+                return self.mounts[mount] / path[len(mount) :].lstrip("/")
         return None
 
 
@@ -145,6 +146,7 @@ def assign_volumes(pods: dict[str, Pod], base: Path) -> None:
 
 def secret_value(objects: list[dict], name: str, key: str) -> str | None:
     import base64
+
     for secret in cr.find(objects, "Secret", name):
         if key in (secret.get("stringData") or {}):
             return str(secret["stringData"][key])
@@ -157,9 +159,13 @@ def value_from(pod: Pod, source: dict, objects: list[dict]) -> str | None:
     """What the kubelet would put in the variable; None leaves it unset (an optional, absent reference)."""
     if "fieldRef" in source:
         path = source["fieldRef"]["fieldPath"]
-        known = {"metadata.namespace": cr.NAMESPACE, "metadata.name": f"{pod.component}-0",
-                 "status.podIP": "127.0.0.1", "spec.nodeName": "node-0",
-                 "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default")}
+        known = {
+            "metadata.namespace": cr.NAMESPACE,
+            "metadata.name": f"{pod.component}-0",
+            "status.podIP": "127.0.0.1",
+            "spec.nodeName": "node-0",
+            "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default"),
+        }
         assert path in known, f"{pod.component}: no test value for fieldRef {path}"
         return known[path]
     for kind, ref_key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
@@ -176,8 +182,13 @@ def value_from(pod: Pod, source: dict, objects: list[dict]) -> str | None:
 
 
 def localize_env(pod: Pod, objects: list[dict], weights_dir: Path, home: Path) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
-           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     read_only_root = (pod.container.get("securityContext") or {}).get("readOnlyRootFilesystem", False)
     for entry in pod.container.get("env", []):
         name = entry["name"]
@@ -192,8 +203,9 @@ def localize_env(pod: Pod, objects: list[dict], weights_dir: Path, home: Path) -
         elif value.startswith("/"):
             local = pod.local_path(value)
             # With a read-only root filesystem, a folder off the volumes cannot be written (caches, uploads).
-            assert local is not None or not read_only_root, \
+            assert local is not None or not read_only_root, (
                 f"{pod.component}: {name}={value} is not on a volume, and the root filesystem is read-only"
+            )
             value = str(local) if local is not None else value
         elif (name == "PORT" or name.endswith("_PORT")) and value.isdigit():
             value = str(pod.local_port(int(value)))
@@ -236,6 +248,7 @@ def _local_arg(pod: Pod, flag: str, value: str, weights_dir: Path) -> str:
 
 # ------------------------------------------------------------------------- cluster DNS, locally
 
+
 def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -260,8 +273,12 @@ def service_routes(objects: list[dict], pods: dict[str, Pod]) -> dict[tuple[str,
 
     routes = {}
     for name, ports in services:
-        for host in (name, f"{name}.{cr.NAMESPACE}", f"{name}.{cr.NAMESPACE}.svc",
-                     f"{name}.{cr.NAMESPACE}.svc.cluster.local"):
+        for host in (
+            name,
+            f"{name}.{cr.NAMESPACE}",
+            f"{name}.{cr.NAMESPACE}.svc",
+            f"{name}.{cr.NAMESPACE}.svc.cluster.local",
+        ):
             for port, target in ports.items():
                 routes[(host, port)] = target
     return routes
@@ -332,17 +349,22 @@ def write_sitecustomize(folder: Path, routes: dict, pods: dict[str, Pod]) -> Pat
 
 
 def network_policy_admits(objects: list[dict], client: Pod, server: Pod, port: int) -> bool:
-    policies = [p for p in cr.find(objects, "NetworkPolicy")
-                if selects(p["spec"]["podSelector"].get("matchLabels") or {}, server.labels)
-                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    policies = [
+        p
+        for p in cr.find(objects, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"].get("matchLabels") or {}, server.labels)
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
     if not policies:
         return True
     for policy in policies:
         for rule in policy["spec"].get("ingress") or []:
             peers_ok = not rule.get("from") or any(
-                "podSelector" in peer and "namespaceSelector" not in peer
+                "podSelector" in peer
+                and "namespaceSelector" not in peer
                 and selects(peer["podSelector"].get("matchLabels") or {}, client.labels)
-                for peer in rule["from"])
+                for peer in rule["from"]
+            )
             ports_ok = not rule.get("ports") or any(server.container_port(p.get("port")) == port for p in rule["ports"])
             if peers_ok and ports_ok:
                 return True
@@ -350,6 +372,7 @@ def network_policy_admits(objects: list[dict], client: Pod, server: Pod, port: i
 
 
 # ------------------------------------------------------------------------------- probes
+
 
 def probe_answer(pod: Pod, probe: dict) -> tuple[bool, str]:
     """(passes, what it saw) for one probe, as the kubelet would judge it (HTTP: status 200-399)."""
@@ -359,8 +382,9 @@ def probe_answer(pod: Pod, probe: dict) -> tuple[bool, str]:
         url = f"{scheme}://127.0.0.1:{pod.local_port(get['port'])}{get.get('path', '/')}"
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
         try:
-            response = requests.get(url, headers=headers, timeout=probe.get("timeoutSeconds", 1) + 5,
-                                    allow_redirects=False)
+            response = requests.get(
+                url, headers=headers, timeout=probe.get("timeoutSeconds", 1) + 5, allow_redirects=False
+            )
         except requests.RequestException as exc:
             return False, f"GET {url}: {exc.__class__.__name__}"
         return 200 <= response.status_code < 400, f"GET {url}: {response.status_code} {response.text[:200]}"
@@ -389,11 +413,13 @@ def wait_probe(pod: Pod, kind: str, timeout: float) -> float:
         if ok:
             return time.monotonic() - started
         time.sleep(0.5)
-    raise AssertionError(f"{pod.component} {kind} did not pass in {timeout} s (last: {seen}):\n"
-                         f"{pod.process.output()[-4000:]}")
+    raise AssertionError(
+        f"{pod.component} {kind} did not pass in {timeout} s (last: {seen}):\n{pod.process.output()[-4000:]}"
+    )
 
 
 # --------------------------------------------------------------------------------- fixture
+
 
 @dataclass
 class Cluster:
@@ -425,10 +451,12 @@ def cluster(weights_dir, tmp_path_factory):
 
     # Both start at once, as after `helm install`: the adapter comes up long before the models load.
     started = time.monotonic()
-    pods["predictor"].process = ManagedProcess(pods["predictor"].command, env=pods["predictor"].env, cwd=ROOT,
-                                               name="chart-predictor")
-    pods["adapter"].process = ManagedProcess(pods["adapter"].command, env=pods["adapter"].env, cwd=ROOT,
-                                             name="chart-adapter")
+    pods["predictor"].process = ManagedProcess(
+        pods["predictor"].command, env=pods["predictor"].env, cwd=ROOT, name="chart-predictor"
+    )
+    pods["adapter"].process = ManagedProcess(
+        pods["adapter"].command, env=pods["adapter"].env, cwd=ROOT, name="chart-adapter"
+    )
     state = Cluster(objects, pods, routes, dns_dir, started)
     try:
         adapter, predictor = pods["adapter"], pods["predictor"]
@@ -463,6 +491,7 @@ def adapter_headers(cluster: Cluster) -> dict:
 
 
 # ----------------------------------------------------------------------------------- tests
+
 
 def test_rendered_commands_run_as_rendered(cluster):
     predictor, adapter = cluster.pods["predictor"], cluster.pods["adapter"]
@@ -511,6 +540,7 @@ def test_every_declared_port_is_served(cluster):
                 pass
     # The predictor's second port is gRPC (Open Inference Protocol).
     import tritonclient.grpc as grpcclient
+
     predictor = cluster.pods["predictor"]
     grpc_port = next(p for p in predictor.container["ports"] if p.get("name") == "h2c")["containerPort"]
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{predictor.ports[grpc_port]}")
@@ -522,8 +552,11 @@ def test_prometheus_annotations_point_at_metrics(cluster):
         if pod.annotations.get("prometheus.io/scrape") != "true":
             continue
         port = pod.local_port(int(pod.annotations["prometheus.io/port"]))
-        response = requests.get(f"http://127.0.0.1:{port}{pod.annotations.get('prometheus.io/path', '/metrics')}",
-                                headers=adapter_headers(cluster) if pod.component == "adapter" else {}, timeout=30)
+        response = requests.get(
+            f"http://127.0.0.1:{port}{pod.annotations.get('prometheus.io/path', '/metrics')}",
+            headers=adapter_headers(cluster) if pod.component == "adapter" else {},
+            timeout=30,
+        )
         assert response.status_code == 200, (pod.component, response.status_code)
         assert "# TYPE" in response.text
 
@@ -534,13 +567,15 @@ def test_adapter_reaches_the_predictor_through_the_charts_url(cluster):
     rendered = cr.env_values(adapter.container)["PREDICTOR_URL"]
     assert url == rendered, "the adapter must run with the rendered PREDICTOR_URL"
     from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     assert (host, port) in cluster.routes, f"{host}:{port} is not a Service port of this release"
     component, target = cluster.routes[(host, port)]
     assert component == "predictor"
-    assert network_policy_admits(cluster.objects, adapter, predictor, target), \
+    assert network_policy_admits(cluster.objects, adapter, predictor, target), (
         f"the NetworkPolicy drops adapter -> predictor:{target}"
+    )
 
     health = requests.get(adapter_url(cluster, "/health"), timeout=30)
     assert health.status_code == 200, health.text
@@ -548,8 +583,12 @@ def test_adapter_reaches_the_predictor_through_the_charts_url(cluster):
     assert health.json()["status"] == "healthy"
     assert health.json()["loaded_models"] == expected == ["standard"]
 
-    response = requests.post(adapter_url(cluster, "/api/tts"), headers=adapter_headers(cluster),
-                             json={"text": "Hi.", "voice": {"max_new_tokens": 3}}, timeout=300)
+    response = requests.post(
+        adapter_url(cluster, "/api/tts"),
+        headers=adapter_headers(cluster),
+        json={"text": "Hi.", "voice": {"max_new_tokens": 3}},
+        timeout=300,
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("audio/wav")
     audio, rate = sf.read(io.BytesIO(response.content))

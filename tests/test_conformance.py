@@ -21,11 +21,24 @@ CAP = 5
 
 
 CASES = {
-    "standard": {"exaggeration": 0.8, "cfg_weight": 0.4, "temperature": 0.7, "top_p": 0.9, "min_p": 0.1,
-                 "repetition_penalty": 1.3},
+    "standard": {
+        "exaggeration": 0.8,
+        "cfg_weight": 0.4,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "min_p": 0.1,
+        "repetition_penalty": 1.3,
+    },
     "turbo": {"temperature": 0.9, "top_p": 0.8, "top_k": 50, "repetition_penalty": 1.1},
-    "multilingual": {"exaggeration": 0.3, "cfg_weight": 0.6, "temperature": 0.75, "top_p": 0.95, "min_p": 0.02,
-                     "repetition_penalty": 1.8, "language_id": "fr"},
+    "multilingual": {
+        "exaggeration": 0.3,
+        "cfg_weight": 0.6,
+        "temperature": 0.75,
+        "top_p": 0.95,
+        "min_p": 0.02,
+        "repetition_penalty": 1.8,
+        "language_id": "fr",
+    },
 }
 
 
@@ -36,12 +49,15 @@ def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, 
     text = "Bonjour tout le monde." if variant == "multilingual" else "Hello world, this is a test."
     try:
         torch.manual_seed(1234)
-        expected = upstream_generate(model, variant, text, CAP, audio_prompt_path=str(voices_dir / "alice.wav"), **params)
+        expected = upstream_generate(
+            model, variant, text, CAP, audio_prompt_path=str(voices_dir / "alice.wav"), **params
+        )
     finally:
         del model
         gc.collect()
-    ours = http_infer(predictor.http_url, variant, text, {**params, "voice": "alice.wav", "seed": 1234,
-                                                          "max_new_tokens": CAP}).as_numpy("audio")
+    ours = http_infer(
+        predictor.http_url, variant, text, {**params, "voice": "alice.wav", "seed": 1234, "max_new_tokens": CAP}
+    ).as_numpy("audio")
     assert ours.shape == expected.shape
     np.testing.assert_array_equal(ours, expected)
 
@@ -51,8 +67,10 @@ def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predi
         "alice": ("The first voice speaks.", {"voice": "alice.wav", "seed": 1, "max_new_tokens": 8}),
         "bob": ("A second voice answers.", {"voice": "bob.wav", "seed": 2, "max_new_tokens": 8, "exaggeration": 1.2}),
     }
-    alone = {name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
-             for name, (text, params) in requests_.items()}
+    alone = {
+        name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+        for name, (text, params) in requests_.items()
+    }
     together: dict[str, np.ndarray] = {}
     barrier = threading.Barrier(len(requests_))
 

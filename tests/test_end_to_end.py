@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import time
 from pathlib import Path
@@ -47,13 +46,7 @@ def test_seed_python_example_as_written(adapter, tmp_path, monkeypatch):
     # ---- the seed's Python client, with its address pointed at the test's adapter ----
     response = requests.post(
         f"{adapter.url}/api/tts",
-        json={
-            "text": "Hello, this is a test.",
-            "voice": {
-                "exaggeration": 0.7,
-                "cfg_weight": 0.5
-            }
-        }
+        json={"text": "Hello, this is a test.", "voice": {"exaggeration": 0.7, "cfg_weight": 0.5}},
     )
 
     with open("output.wav", "wb") as f:
@@ -69,13 +62,21 @@ def test_http_audio_is_the_predictors_for_the_same_seed(adapter, predictor, stre
     """Unstreamed, the adapter relays exactly what V2 infer (and so upstream generate()) makes;
     streamed, the same speech tokens rendered chunk by chunk, so the same length."""
     voice = {"seed": 7, "max_new_tokens": 12}
-    body = {"text": "Exactly the same.", "model": "turbo", "voice": {"audio_prompt_path": "alice.wav", **voice},
-            "audio": {"format": "pcm", "stream": stream}}
+    body = {
+        "text": "Exactly the same.",
+        "model": "turbo",
+        "voice": {"audio_prompt_path": "alice.wav", **voice},
+        "audio": {"format": "pcm", "stream": stream},
+    }
     relayed = requests.post(f"{adapter.url}/api/tts", json=body)
     assert relayed.status_code == 200, relayed.text
-    infer = requests.post(f"{predictor.http_url}/v2/models/turbo/infer", json={
-        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Exactly the same."]}],
-        "parameters": {"voice": "alice.wav", **voice}}).json()
+    infer = requests.post(
+        f"{predictor.http_url}/v2/models/turbo/infer",
+        json={
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Exactly the same."]}],
+            "parameters": {"voice": "alice.wav", **voice},
+        },
+    ).json()
     direct = to_pcm16(np.asarray(infer["outputs"][0]["data"], dtype=np.float32))
     assert len(relayed.content) == len(direct)
     if not stream:
@@ -86,8 +87,7 @@ def test_upload_list_default_then_synthesise_with_the_default(adapter, voices_di
     source = voices_dir.parent / "upload-source.wav"
     write_reference_wav(source, seconds=6.0, seed=9)
     with open(source, "rb") as handle:
-        uploaded = requests.post(f"{adapter.url}/api/voices/upload",
-                                 files={"file": ("carol.wav", handle, "audio/wav")})
+        uploaded = requests.post(f"{adapter.url}/api/voices/upload", files={"file": ("carol.wav", handle, "audio/wav")})
     assert uploaded.status_code == 201, uploaded.text
     voices = {v["name"]: v for v in requests.get(f"{adapter.url}/api/voices").json()["voices"]}
     assert voices["carol.wav"]["sample_rate"] == 24000 and abs(voices["carol.wav"]["duration_seconds"] - 6.0) < 0.01
@@ -96,8 +96,9 @@ def test_upload_list_default_then_synthesise_with_the_default(adapter, voices_di
         assert requests.get(f"{adapter.url}/api/voice/default").json()["voice_path"] == "carol.wav"
         body = {"text": "Default voice.", "voice": {"seed": 5, "max_new_tokens": 4}, "audio": {"format": "pcm"}}
         with_default = requests.post(f"{adapter.url}/api/tts", json=body)
-        explicit = requests.post(f"{adapter.url}/api/tts", json={**body, "voice": {**body["voice"],
-                                                                                  "audio_prompt_path": "carol.wav"}})
+        explicit = requests.post(
+            f"{adapter.url}/api/tts", json={**body, "voice": {**body["voice"], "audio_prompt_path": "carol.wav"}}
+        )
         builtin_body = {**body, "voice": {**body["voice"]}}
         assert with_default.status_code == 200 and with_default.content == explicit.content
     finally:
@@ -126,9 +127,18 @@ def test_websocket_say_with_resampling(adapter):
         async with websockets.connect(f"{adapter.ws_url}") as ws:
             ready = json.loads(await ws.recv())
             assert ready["type"] == "ready" and ready["device"] == "cpu"
-            await ws.send(json.dumps({"type": "say", "id": "r1", "text": "Resample me.", "model": "turbo",
-                                      "voice": {"seed": 2, "max_new_tokens": 6},
-                                      "audio": {"format": "pcm_s16le", "sample_rate": 16000, "chunk_size_ms": 40}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "say",
+                        "id": "r1",
+                        "text": "Resample me.",
+                        "model": "turbo",
+                        "voice": {"seed": 2, "max_new_tokens": 6},
+                        "audio": {"format": "pcm_s16le", "sample_rate": 16000, "chunk_size_ms": 40},
+                    }
+                )
+            )
             chunks, done = [], None
             while done is None:
                 msg = json.loads(await ws.recv())
@@ -174,11 +184,19 @@ def test_streaming_metrics_on_both_sides(adapter, predictor):
 @pytest.fixture(scope="module")
 def single_slot(weights_dir, voices_dir, tmp_path_factory):
     """A turbo-only predictor and an adapter, each with one slot, for the cancellation tests."""
-    predictor = start_predictor(weights_dir, voices_dir, LOAD_STANDARD="false", LOAD_TURBO="true",
-                                LOAD_MULTILINGUAL="false", MAX_CONCURRENT_REQUESTS="1", MAX_NEW_TOKENS="400",
-                                STREAM_CHUNK_TOKENS="4,8")
-    adapter = start_adapter(predictor.http_url, voices_dir, tmp_path_factory.mktemp("slot-logs"),
-                            MAX_CONCURRENT_REQUESTS="1")
+    predictor = start_predictor(
+        weights_dir,
+        voices_dir,
+        LOAD_STANDARD="false",
+        LOAD_TURBO="true",
+        LOAD_MULTILINGUAL="false",
+        MAX_CONCURRENT_REQUESTS="1",
+        MAX_NEW_TOKENS="400",
+        STREAM_CHUNK_TOKENS="4,8",
+    )
+    adapter = start_adapter(
+        predictor.http_url, voices_dir, tmp_path_factory.mktemp("slot-logs"), MAX_CONCURRENT_REQUESTS="1"
+    )
     yield predictor, adapter
     adapter.stop()
     predictor.stop()
@@ -186,7 +204,9 @@ def single_slot(weights_dir, voices_dir, tmp_path_factory):
 
 def _in_flight(predictor) -> float:
     text = requests.get(f"{predictor.http_url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{"))
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{")
+    )
 
 
 def _wait_idle(predictor, timeout: float = 30.0) -> float:
@@ -199,16 +219,22 @@ def _wait_idle(predictor, timeout: float = 30.0) -> float:
 
 def test_http_stream_abort_frees_the_slot(single_slot):
     predictor, _ = single_slot
-    long_request = {"text_input": "A long sentence that would take minutes to finish on this machine.",
-                    "parameters": {"seed": 1, "max_new_tokens": 400}}
-    with requests.post(f"{predictor.http_url}/v2/models/turbo/generate_stream", json=long_request, stream=True,
-                       timeout=300) as response:
+    long_request = {
+        "text_input": "A long sentence that would take minutes to finish on this machine.",
+        "parameters": {"seed": 1, "max_new_tokens": 400},
+    }
+    with requests.post(
+        f"{predictor.http_url}/v2/models/turbo/generate_stream", json=long_request, stream=True, timeout=300
+    ) as response:
         assert response.status_code == 200
         first = next(line for line in response.iter_lines() if line.startswith(b"data:"))
         assert json.loads(first[5:])["type"] == "chunk"
     _wait_idle(predictor)
-    quick = requests.post(f"{predictor.http_url}/v2/models/turbo/generate_stream",
-                          json={"text_input": "Next.", "parameters": {"max_new_tokens": 3}}, timeout=300)
+    quick = requests.post(
+        f"{predictor.http_url}/v2/models/turbo/generate_stream",
+        json={"text_input": "Next.", "parameters": {"max_new_tokens": 3}},
+        timeout=300,
+    )
     assert quick.status_code == 200 and b'"type":"done"' in quick.content
     events = [json.loads(line[5:]) for line in quick.content.splitlines() if line.startswith(b"data:")]
     assert [e.get("final") for e in events] == [False] * (len(events) - 2) + [True, None]
@@ -220,13 +246,23 @@ def test_websocket_close_frees_the_slot(single_slot):
     async def say_and_leave():
         async with websockets.connect(adapter.ws_url) as ws:
             await ws.recv()  # ready
-            await ws.send(json.dumps({"type": "say", "id": "long", "text": "Talk for a very long time please.",
-                                      "model": "turbo", "voice": {"seed": 3, "max_new_tokens": 400}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "say",
+                        "id": "long",
+                        "text": "Talk for a very long time please.",
+                        "model": "turbo",
+                        "voice": {"seed": 3, "max_new_tokens": 400},
+                    }
+                )
+            )
             while (msg := json.loads(await ws.recv()))["type"] != "chunk":
                 assert msg["type"] != "error", msg
 
     asyncio.run(say_and_leave())
     _wait_idle(predictor)
-    served = requests.post(f"{adapter.url}/api/tts", json={"text": "Served at once.", "model": "turbo",
-                                                           "voice": {"max_new_tokens": 3}})
+    served = requests.post(
+        f"{adapter.url}/api/tts", json={"text": "Served at once.", "model": "turbo", "voice": {"max_new_tokens": 3}}
+    )
     assert served.status_code == 200, served.text

@@ -28,11 +28,24 @@ def test_numbers_as_strings_are_accepted():
     assert (params.temperature, params.seed, params.max_new_tokens) == (0.7, 42, 5)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("exaggeration", 2.5), ("cfg_weight", -0.1), ("temperature", 0.05), ("temperature", math.nan),
-    ("top_p", 1.5), ("repetition_penalty", 0.9), ("min_p", "abc"), ("seed", -1), ("seed", 1.5),
-    ("max_new_tokens", 0), ("max_new_tokens", 1001), ("temperature", True), ("top_k", [1]),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("exaggeration", 2.5),
+        ("cfg_weight", -0.1),
+        ("temperature", 0.05),
+        ("temperature", math.nan),
+        ("top_p", 1.5),
+        ("repetition_penalty", 0.9),
+        ("min_p", "abc"),
+        ("seed", -1),
+        ("seed", 1.5),
+        ("max_new_tokens", 0),
+        ("max_new_tokens", 1001),
+        ("temperature", True),
+        ("top_k", [1]),
+    ],
+)
 def test_out_of_range_or_wrong_type_names_the_field(field, value):
     with pytest.raises(ParameterError) as error:
         parse_params("standard", {field: value}, 1000)

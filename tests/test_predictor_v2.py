@@ -68,22 +68,42 @@ def test_binary_tensor_extension(predictor):
 
 def test_tritonclient_grpc_with_string_numbers_and_audio_prompt(predictor, voices_dir):
     prompt = (voices_dir / "bob.wav").read_bytes()
-    result = grpc_infer(predictor.grpc_url, "turbo", "Over gRPC.", {"max_new_tokens": 3, "seed": 5, "temperature": 0.7},
-                        audio_prompt=prompt)
+    result = grpc_infer(
+        predictor.grpc_url,
+        "turbo",
+        "Over gRPC.",
+        {"max_new_tokens": 3, "seed": 5, "temperature": 0.7},
+        audio_prompt=prompt,
+    )
     audio = result.as_numpy("audio")
     tokens = result.get_response().parameters["speech_tokens"].int64_param
     assert_length_matches_tokens("turbo", audio, tokens)
     # The same request over REST, seeded the same, gives the same audio.
-    again = http_infer(predictor.http_url, "turbo", "Over gRPC.", {"max_new_tokens": 3, "seed": 5, "temperature": 0.7},
-                       audio_prompt=prompt)
+    again = http_infer(
+        predictor.http_url,
+        "turbo",
+        "Over gRPC.",
+        {"max_new_tokens": 3, "seed": 5, "temperature": 0.7},
+        audio_prompt=prompt,
+    )
     np.testing.assert_array_equal(again.as_numpy("audio"), audio)
 
 
 def test_kserve_inference_rest_client(predictor):
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.kserve_client_call", predictor.http_url, "standard", "Kserve's own client.",
-         json.dumps({"max_new_tokens": 3, "seed": 1})],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "tests.kserve_client_call",
+            predictor.http_url,
+            "standard",
+            "Kserve's own client.",
+            json.dumps({"max_new_tokens": 3, "seed": 1}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -105,21 +125,24 @@ def _error(call) -> InferenceServerException:
     return error.value
 
 
-@pytest.mark.parametrize("model,text,params,status,words", [
-    ("standard", "", {}, "400", "text"),
-    ("standard", "x" * 5001, {}, "413", "5000"),
-    ("nonexistent", "Hi.", {}, "404", "nonexistent"),
-    ("standard", "Hi.", {"temperature": 3.0}, "400", "temperature"),
-    ("standard", "Hi.", {"exaggeration": float("nan")}, "400", "exaggeration"),
-    ("standard", "Hi.", {"cfg_weight": "lots"}, "400", "cfg_weight"),
-    ("standard", "Hi.", {"max_new_tokens": 41}, "400", "max_new_tokens"),
-    ("standard", "Hi.", {"bogus": 1}, "400", "bogus"),
-    ("standard", "Hi.", {"voice": "../alice.wav"}, "400", "not inside"),
-    ("standard", "Hi.", {"voice": "/etc/passwd"}, "400", "not inside"),
-    ("standard", "Hi.", {"voice": "missing.wav"}, "400", "not found"),
-    ("turbo", "Hi.", {"voice": "short.wav"}, "400", "more than 5 s"),
-    ("multilingual", "Hi.", {"language_id": "xx"}, "400", "language_id"),
-])
+@pytest.mark.parametrize(
+    "model,text,params,status,words",
+    [
+        ("standard", "", {}, "400", "text"),
+        ("standard", "x" * 5001, {}, "413", "5000"),
+        ("nonexistent", "Hi.", {}, "404", "nonexistent"),
+        ("standard", "Hi.", {"temperature": 3.0}, "400", "temperature"),
+        ("standard", "Hi.", {"exaggeration": float("nan")}, "400", "exaggeration"),
+        ("standard", "Hi.", {"cfg_weight": "lots"}, "400", "cfg_weight"),
+        ("standard", "Hi.", {"max_new_tokens": 41}, "400", "max_new_tokens"),
+        ("standard", "Hi.", {"bogus": 1}, "400", "bogus"),
+        ("standard", "Hi.", {"voice": "../alice.wav"}, "400", "not inside"),
+        ("standard", "Hi.", {"voice": "/etc/passwd"}, "400", "not inside"),
+        ("standard", "Hi.", {"voice": "missing.wav"}, "400", "not found"),
+        ("turbo", "Hi.", {"voice": "short.wav"}, "400", "more than 5 s"),
+        ("multilingual", "Hi.", {"language_id": "xx"}, "400", "language_id"),
+    ],
+)
 def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(predictor, model, text, params, status, words):
     error = _error(lambda: http_infer(predictor.http_url, model, text, params))
     assert error.status() == status, error
@@ -128,11 +151,15 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(predictor, model,
 
 
 def test_bad_audio_prompts(predictor):
-    error = _error(lambda: http_infer(predictor.http_url, "standard", "Hi.", FEW_TOKENS, audio_prompt=b"not audio at all"))
+    error = _error(
+        lambda: http_infer(predictor.http_url, "standard", "Hi.", FEW_TOKENS, audio_prompt=b"not audio at all")
+    )
     assert error.status() == "400" and "not a readable audio file" in error.message()
     with pytest.raises(InferenceServerException) as raw_bytes:
         grpc_infer(predictor.grpc_url, "standard", "Hi.", FEW_TOKENS, audio_prompt=b"\xff\xfe not audio")
-    assert "INVALID_ARGUMENT" in str(raw_bytes.value.status()) and "not a readable audio file" in raw_bytes.value.message()
+    assert (
+        "INVALID_ARGUMENT" in str(raw_bytes.value.status()) and "not a readable audio file" in raw_bytes.value.message()
+    )
     # Raw (non-UTF-8) bytes through REST's binary extension: a 400 that says what to do, not kserve's 500.
     error = _error(lambda: http_infer(predictor.http_url, "standard", b"\xff\xfe", FEW_TOKENS, binary=True))
     assert error.status() == "400" and "base64" in error.message()
@@ -144,10 +171,14 @@ def test_bad_audio_prompts(predictor):
 def test_too_many_requests_get_429_with_a_message(predictor):
     def in_flight() -> float:
         text = requests.get(f"{predictor.http_url}/metrics").text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{"))
+        return sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{")
+        )
 
     slow = {"max_new_tokens": 40, "seed": 3}
-    workers = [threading.Thread(target=http_infer, args=(predictor.http_url, "standard", "Busy.", slow)) for _ in range(2)]
+    workers = [
+        threading.Thread(target=http_infer, args=(predictor.http_url, "standard", "Busy.", slow)) for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     deadline = time.monotonic() + 120
@@ -169,9 +200,15 @@ def test_too_many_requests_get_429_with_a_message(predictor):
 def test_metrics(predictor):
     http_infer(predictor.http_url, "standard", "Count me.", {**FEW_TOKENS, "voice": "alice.wav"})
     text = requests.get(f"{predictor.http_url}/metrics").text
-    for name in ("chatterbox_requests_total{model=\"standard\",outcome=\"ok\"}", "chatterbox_audio_seconds_total",
-                 "chatterbox_time_to_first_audio_seconds_bucket", "chatterbox_real_time_factor_bucket",
-                 "chatterbox_speech_tokens_total", "chatterbox_voice_cache_total{model=\"standard\",result=\"hit\"}",
-                 "chatterbox_voice_cache_total{model=\"standard\",result=\"miss\"}", "chatterbox_requests_in_flight",
-                 "request_predict_seconds"):
+    for name in (
+        'chatterbox_requests_total{model="standard",outcome="ok"}',
+        "chatterbox_audio_seconds_total",
+        "chatterbox_time_to_first_audio_seconds_bucket",
+        "chatterbox_real_time_factor_bucket",
+        "chatterbox_speech_tokens_total",
+        'chatterbox_voice_cache_total{model="standard",result="hit"}',
+        'chatterbox_voice_cache_total{model="standard",result="miss"}',
+        "chatterbox_requests_in_flight",
+        "request_predict_seconds",
+    ):
         assert name in text, name

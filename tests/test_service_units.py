@@ -39,8 +39,12 @@ class StepEngine:
                 self.threads.add(threading.current_thread().name)
                 self.log.append((request.name, i))
                 yield None
-                yield AudioChunk(samples=np.full(4, i, dtype=np.float32), index=i, speech_tokens=1,
-                                 final=i == self.steps_per_request - 1)
+                yield AudioChunk(
+                    samples=np.full(4, i, dtype=np.float32),
+                    index=i,
+                    speech_tokens=1,
+                    final=i == self.steps_per_request - 1,
+                )
         finally:
             self.closed.append(request.name)
 

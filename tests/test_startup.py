@@ -14,10 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_predictor(tmp_path, **env_overrides) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "MODEL_DIR": str(tmp_path / "empty"),
-           **env_overrides}
-    return subprocess.run([sys.executable, "-m", "predictor", "--http_port", "0", "--grpc_port", "0"],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "MODEL_DIR": str(tmp_path / "empty"),
+        **env_overrides,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "predictor", "--http_port", "0", "--grpc_port", "0"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_no_weights_and_no_network_is_one_clear_line(tmp_path):
@@ -29,12 +40,15 @@ def test_no_weights_and_no_network_is_one_clear_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-@pytest.mark.parametrize("name,value,words", [
-    ("DEVICE", "tpu", "DEVICE"),
-    ("LOAD_TURBO", "maybe", "LOAD_TURBO"),
-    ("MAX_CONCURRENT_REQUESTS", "0", "MAX_CONCURRENT_REQUESTS"),
-    ("LOAD_STANDARD", "false", "no model selected"),
-])
+@pytest.mark.parametrize(
+    "name,value,words",
+    [
+        ("DEVICE", "tpu", "DEVICE"),
+        ("LOAD_TURBO", "maybe", "LOAD_TURBO"),
+        ("MAX_CONCURRENT_REQUESTS", "0", "MAX_CONCURRENT_REQUESTS"),
+        ("LOAD_STANDARD", "false", "no model selected"),
+    ],
+)
 def test_bad_settings_are_named(tmp_path, name, value, words):
     completed = run_predictor(tmp_path, **{name: value})
     assert completed.returncode != 0

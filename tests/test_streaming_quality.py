@@ -28,8 +28,9 @@ TEXT = "Streaming should sound the same as waiting for the whole thing."
 
 @pytest.fixture(scope="module")
 def engine(weights_dir):
-    settings = PredictorSettings(model_dir=str(weights_dir), load_standard=True, load_turbo=True,
-                                 stream_chunk_tokens=(4, 8))
+    settings = PredictorSettings(
+        model_dir=str(weights_dir), load_standard=True, load_turbo=True, stream_chunk_tokens=(4, 8)
+    )
     engine = ChatterboxEngine(settings)
     engine.load()
     yield engine
@@ -78,7 +79,7 @@ def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
     seams = np.cumsum([len(c.samples) for c in chunks])[:-1]
     away = np.ones(len(streamed), dtype=bool)
     for seam in seams:
-        away[max(0, seam - 2 * OVERLAP_SAMPLES): seam + OVERLAP_SAMPLES] = False
+        away[max(0, seam - 2 * OVERLAP_SAMPLES) : seam + OVERLAP_SAMPLES] = False
     assert away.sum() > len(streamed) // 4
 
     def rms(x):
@@ -90,7 +91,7 @@ def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
     steps = np.abs(np.diff(streamed))
     limit = 1.5 * np.percentile(steps, 99)
     for seam in seams:
-        assert steps[seam - 48: seam + 48].max() <= limit, f"click at sample {seam}"
+        assert steps[seam - 48 : seam + 48].max() <= limit, f"click at sample {seam}"
 
 
 def test_same_request_streams_the_same_audio(engine):

@@ -11,13 +11,20 @@ import tritonclient.http as httpclient
 SAMPLES_PER_TOKEN = 960
 
 
-def http_infer(url: str, model: str, text: str | bytes, parameters: dict | None = None, audio_prompt: bytes | None = None,
-               binary: bool = False):
+def http_infer(
+    url: str,
+    model: str,
+    text: str | bytes,
+    parameters: dict | None = None,
+    audio_prompt: bytes | None = None,
+    binary: bool = False,
+):
     client = httpclient.InferenceServerClient(url.removeprefix("http://"), network_timeout=600, connection_timeout=600)
     inputs = []
     text_input = httpclient.InferInput("text", [1], "BYTES")
-    text_input.set_data_from_numpy(np.array([text.encode() if isinstance(text, str) else text], dtype=object),
-                                   binary_data=binary)
+    text_input.set_data_from_numpy(
+        np.array([text.encode() if isinstance(text, str) else text], dtype=object), binary_data=binary
+    )
     inputs.append(text_input)
     if audio_prompt is not None:
         # Over REST the file travels as base64 text (see docs/predictor-api.md).

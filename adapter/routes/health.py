@@ -17,8 +17,9 @@ from adapter.synthesis import AppContext
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}},
-            summary="Service health (no authentication)")
+@router.get(
+    "/health", response_model=Health, responses={503: {"model": Health}}, summary="Service health (no authentication)"
+)
 async def health(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
     ready, info = await asyncio.gather(ctx.predictor.ready(), ctx.predictor.info(), return_exceptions=True)
     if isinstance(info, PredictorError):
@@ -36,6 +37,11 @@ async def health(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
 
 
 def _unhealthy(status: str, message: str, loaded_models=(), device=None, version=__version__) -> JSONResponse:
-    body = {"status": status, "loaded_models": list(loaded_models), "device": device, "version": version,
-            **error_body(503, message)}
+    body = {
+        "status": status,
+        "loaded_models": list(loaded_models),
+        "device": device,
+        "version": version,
+        **error_body(503, message),
+    }
     return JSONResponse(body, status_code=503)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -151,5 +152,6 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
         finally:
             await chunks.aclose()
 
-    return SynthesisStreamingResponse(synthesis, encoder, content(), media_type=_MEDIA_TYPES[fmt],
-                                      headers=_audio_headers(fmt, rate))
+    return SynthesisStreamingResponse(
+        synthesis, encoder, content(), media_type=_MEDIA_TYPES[fmt], headers=_audio_headers(fmt, rate)
+    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
@@ -29,23 +29,27 @@ def _errors(*codes: int) -> dict:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-@router.get("/api/voices", response_model=VoiceList, summary="List the voices in VOICES_DIR",
-            responses=_errors(401))
+@router.get("/api/voices", response_model=VoiceList, summary="List the voices in VOICES_DIR", responses=_errors(401))
 async def list_voices(ctx: AppContext = Depends(get_ctx)) -> dict:
     # Probing files touches the disk (maybe a network volume): keep it off the event loop.
     voices = await run_in_threadpool(ctx.voices.list_voices)
     return {"voices": voices, "default_voice": ctx.voices.default()[0]}
 
 
-@router.get("/api/voice/default", response_model=DefaultVoice, summary="The current default voice",
-            responses=_errors(401))
+@router.get(
+    "/api/voice/default", response_model=DefaultVoice, summary="The current default voice", responses=_errors(401)
+)
 async def get_default_voice(ctx: AppContext = Depends(get_ctx)) -> dict:
     name, source = ctx.voices.default()
     return {"voice_path": name, "source": source}
 
 
-@router.post("/api/voice/default", response_model=DefaultVoice, summary="Set (or clear) the shared default voice",
-             responses=_errors(400, 401, 404, 422))
+@router.post(
+    "/api/voice/default",
+    response_model=DefaultVoice,
+    summary="Set (or clear) the shared default voice",
+    responses=_errors(400, 401, 404, 422),
+)
 async def set_default_voice(body: SetDefaultVoice, ctx: AppContext = Depends(get_ctx)) -> dict:
     await run_in_threadpool(ctx.voices.set_default, body.voice_path)
     name, source = ctx.voices.default()
@@ -101,22 +105,31 @@ def _too_large(limit: int) -> APIError:
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {"type": "string", "format": "binary", "description": "WAV, MP3 or FLAC"},
-                "name": {"type": "string", "description": "Voice name (default: the file's name)"},
-                "overwrite": {"type": "boolean", "default": False},
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "WAV, MP3 or FLAC"},
+                        "name": {"type": "string", "description": "Voice name (default: the file's name)"},
+                        "overwrite": {"type": "boolean", "default": False},
+                    },
+                }
+            }
+        },
     }
 }
 
 
-@router.post("/api/voices/upload", status_code=201, response_model=UploadResult, openapi_extra=_UPLOAD_BODY,
-             summary="Upload a reference voice (multipart field 'file')",
-             responses=_errors(400, 401, 409, 413, 415, 422))
+@router.post(
+    "/api/voices/upload",
+    status_code=201,
+    response_model=UploadResult,
+    openapi_extra=_UPLOAD_BODY,
+    summary="Upload a reference voice (multipart field 'file')",
+    responses=_errors(400, 401, 409, 413, 415, 422),
+)
 async def upload_voice(
     request: Request,
     overwrite: bool = Query(False, description="Replace an existing voice of the same name"),

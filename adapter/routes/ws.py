@@ -16,7 +16,14 @@ from adapter.auth import require_ws_token
 from adapter.errors import APIError, describe_validation_errors
 from adapter.predictor_client import PredictorError
 from adapter.schemas import (
-    RANGES, ChunkMessage, DoneMessage, ErrorMessage, ReadyMessage, SayMessage, SetVoiceMessage, VoiceSetMessage,
+    RANGES,
+    ChunkMessage,
+    DoneMessage,
+    ErrorMessage,
+    ReadyMessage,
+    SayMessage,
+    SetVoiceMessage,
+    VoiceSetMessage,
 )
 from adapter.synthesis import AppContext, Synthesis
 
@@ -81,7 +88,9 @@ class Session:
         if not isinstance(raw, dict):
             await self.error(None, 400, "a message must be a JSON object with a 'type'")
             return
-        request_id = raw.get("id") if isinstance(raw.get("id"), (str, int)) and not isinstance(raw.get("id"), bool) else None
+        request_id = (
+            raw.get("id") if isinstance(raw.get("id"), (str, int)) and not isinstance(raw.get("id"), bool) else None
+        )
         kind = raw.get("type")
         try:
             if kind == "say":
@@ -158,8 +167,9 @@ class Session:
             nonlocal index
             if index == 0:
                 piece = encoder.stream_header() + piece
-            await self.send(ChunkMessage(id=msg.id, index=index, data=base64.b64encode(piece).decode("ascii"),
-                                         is_last=is_last))
+            await self.send(
+                ChunkMessage(id=msg.id, index=index, data=base64.b64encode(piece).decode("ascii"), is_last=is_last)
+            )
             index += 1
 
         # Every full piece goes out as soon as it exists; the predictor flags its final chunk, so

@@ -11,7 +11,7 @@ cap is the request's.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -57,21 +57,30 @@ def cfg_speech_tokens(
         text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=device)
         initial_speech_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
         embeds, len_cond = t3.prepare_input_embeds(
-            t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=initial_speech_tokens,
+            t3_cond=t3_cond,
+            text_tokens=text_tokens,
+            speech_tokens=initial_speech_tokens,
             cfg_weight=params.cfg_weight,
         )
         analyzer = None
         if multilingual:
             analyzer = _RequestAlignmentAnalyzer(
-                t3.tfmr, None, text_tokens_slice=(len_cond, len_cond + text_tokens.size(-1)),
-                alignment_layer_idx=9, eos_idx=hp.stop_speech_token,
+                t3.tfmr,
+                None,
+                text_tokens_slice=(len_cond, len_cond + text_tokens.size(-1)),
+                alignment_layer_idx=9,
+                eos_idx=hp.stop_speech_token,
             )
         bos_token = torch.tensor([[hp.start_speech_token]], dtype=torch.long, device=device)
         bos_embed = t3.speech_emb(bos_token) + t3.speech_pos_emb.get_fixed_embedding(0)
         bos_embed = torch.cat([bos_embed, bos_embed])  # batch of 2: conditional and unconditional
         output = backend(
-            inputs_embeds=torch.cat([embeds, bos_embed], dim=1), past_key_values=None, use_cache=True,
-            output_attentions=True, output_hidden_states=True, return_dict=True,
+            inputs_embeds=torch.cat([embeds, bos_embed], dim=1),
+            past_key_values=None,
+            use_cache=True,
+            output_attentions=True,
+            output_hidden_states=True,
+            return_dict=True,
         )
         past = output.past_key_values
         if analyzer is not None:
@@ -106,8 +115,11 @@ def cfg_speech_tokens(
         with lock, torch.inference_mode():
             next_embed = t3.speech_emb(next_token) + t3.speech_pos_emb.get_fixed_embedding(step + 1)
             output = backend(
-                inputs_embeds=torch.cat([next_embed, next_embed]), past_key_values=past,
-                output_attentions=True, output_hidden_states=True, return_dict=True,
+                inputs_embeds=torch.cat([next_embed, next_embed]),
+                past_key_values=past,
+                output_attentions=True,
+                output_hidden_states=True,
+                return_dict=True,
             )
             past = output.past_key_values
             if analyzer is not None:
@@ -136,7 +148,9 @@ def turbo_speech_tokens(
 
     with lock, torch.inference_mode():
         start = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
-        embeds, _ = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=start, cfg_weight=0.0)
+        embeds, _ = t3.prepare_input_embeds(
+            t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=start, cfg_weight=0.0
+        )
         out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
         past = out.past_key_values
         logits = t3.speech_head(out[0][:, -1:])[:, -1, :]

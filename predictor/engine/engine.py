@@ -13,16 +13,17 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .decode import cfg_speech_tokens, turbo_speech_tokens
-from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
+from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
 from .variants import VARIANTS, VariantSpec
 from .voices import BUILTIN_VOICE, ConditionalsCache, VoiceError, VoiceSource, reference_duration
@@ -103,17 +104,21 @@ class ChatterboxEngine:
                     t3.tfmr.config._attn_implementation = "eager"
                 t3.tfmr.config.output_attentions = True
             backend = T3HuggingfaceBackend(
-                config=t3.cfg, llama=t3.tfmr, speech_enc=t3.speech_emb, speech_head=t3.speech_head,
+                config=t3.cfg,
+                llama=t3.tfmr,
+                speech_enc=t3.speech_emb,
+                speech_head=t3.speech_head,
             )
-        return LoadedVariant(spec=spec, model=model, lock=threading.Lock(), backend=backend,
-                             punc_norm=module.punc_norm)
+        return LoadedVariant(spec=spec, model=model, lock=threading.Lock(), backend=backend, punc_norm=module.punc_norm)
 
     @property
     def ready(self) -> bool:
         return len(self.variants) == len(self.settings.variants)
 
     # ---- requests ------------------------------------------------------------------------
-    def prepare(self, variant: str, text: Any, raw_params: Mapping[str, Any], voice: VoiceSource = BUILTIN_VOICE) -> PreparedRequest:
+    def prepare(
+        self, variant: str, text: Any, raw_params: Mapping[str, Any], voice: VoiceSource = BUILTIN_VOICE
+    ) -> PreparedRequest:
         """Validate everything and make the voice ready; raises RequestError / ParameterError / VoiceError."""
         loaded = self.variants.get(variant)
         if loaded is None:
@@ -145,7 +150,9 @@ class ChatterboxEngine:
                 f"reference voice {voice.label} is {duration:.2f} s long; the {loaded.spec.name} model needs more than {minimum:g} s"
             )
         if duration < 0.5:
-            raise VoiceError(f"reference voice {voice.label} is {duration:.2f} s long; it needs at least 0.5 s of speech")
+            raise VoiceError(
+                f"reference voice {voice.label} is {duration:.2f} s long; it needs at least 0.5 s of speech"
+            )
 
         def prepare(path: str):
             model = loaded.model
@@ -161,8 +168,9 @@ class ChatterboxEngine:
 
         return self.voice_cache.get_or_prepare(loaded.spec.name, voice, prepare)
 
-    def chunks(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False,
-               stream: bool = False) -> Iterator[AudioChunk]:
+    def chunks(
+        self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False, stream: bool = False
+    ) -> Iterator[AudioChunk]:
         """Yield audio in order; `cancelled` is polled between tokens.
 
         Without `stream`, one chunk per text piece, each exactly what upstream's generate() makes.
@@ -174,8 +182,9 @@ class ChatterboxEngine:
             if item is not None:
                 yield item
 
-    def steps(self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False,
-              stream: bool = False) -> Iterator[AudioChunk | None]:
+    def steps(
+        self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False, stream: bool = False
+    ) -> Iterator[AudioChunk | None]:
         """chunks(), with a None after every STEP_TOKENS speech tokens: each next() is then at most
         that many tokens and one vocoder call, and other requests can take their turn in between."""
         loaded = self.variants[request.variant]
@@ -185,8 +194,11 @@ class ChatterboxEngine:
         for piece_index, piece in enumerate(request.pieces):
             last_piece = piece_index == len(request.pieces) - 1
             tokens = _with_pauses(self._speech_tokens(loaded, piece, t3_cond, request.params, generator))
-            parts = (self._stream_piece(loaded, request, piece_index, tokens, cancelled) if stream
-                     else self._whole_piece(loaded, request, tokens, generator, cancelled))
+            parts = (
+                self._stream_piece(loaded, request, piece_index, tokens, cancelled)
+                if stream
+                else self._whole_piece(loaded, request, tokens, generator, cancelled)
+            )
             for part in parts:
                 if part is None:
                     yield None
@@ -194,14 +206,21 @@ class ChatterboxEngine:
                 samples, speech_tokens, piece_done = part
                 if piece_done and not last_piece:
                     samples = _fade_out(samples, JOIN_FADE_SAMPLES)
-                yield AudioChunk(samples=samples, index=index, speech_tokens=speech_tokens,
-                                 final=piece_done and last_piece)
+                yield AudioChunk(
+                    samples=samples, index=index, speech_tokens=speech_tokens, final=piece_done and last_piece
+                )
                 index += 1
             if cancelled():
                 return
 
-    def _whole_piece(self, loaded: LoadedVariant, request: PreparedRequest, tokens: Iterator[int | None],
-                     generator: torch.Generator, cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+    def _whole_piece(
+        self,
+        loaded: LoadedVariant,
+        request: PreparedRequest,
+        tokens: Iterator[int | None],
+        generator: torch.Generator,
+        cancelled,
+    ) -> Iterator[tuple[np.ndarray, int, bool] | None]:
         collected = []
         for token in tokens:
             if cancelled():
@@ -213,20 +232,27 @@ class ChatterboxEngine:
         speech = torch.tensor([t for t in collected if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
         yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel()), True
 
-    def _stream_piece(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int,
-                      tokens: Iterator[int | None], cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+    def _stream_piece(
+        self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int, tokens: Iterator[int | None], cancelled
+    ) -> Iterator[tuple[np.ndarray, int, bool] | None]:
         vocoder = self.chunked_vocoder(loaded, request, piece_index)
         watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE, loaded.lock)
-        yield from stream_piece(tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE,
-                                cancelled)
+        yield from stream_piece(
+            tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE, cancelled
+        )
 
     def chunked_vocoder(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int) -> ChunkedVocoder:
         from chatterbox.models.s3gen.const import S3GEN_SIL
 
         turbo = loaded.spec.name == "turbo"
-        return ChunkedVocoder(loaded.model.s3gen, request.conds.gen, loaded.lock,
-                              noise_seed=(request.seed * 1_000_003 + piece_index) % 2**63,
-                              meanflow=turbo, silence_token=S3GEN_SIL if turbo else None)
+        return ChunkedVocoder(
+            loaded.model.s3gen,
+            request.conds.gen,
+            loaded.lock,
+            noise_seed=(request.seed * 1_000_003 + piece_index) % 2**63,
+            meanflow=turbo,
+            silence_token=S3GEN_SIL if turbo else None,
+        )
 
     def synthesize(self, request: PreparedRequest) -> tuple[np.ndarray, int]:
         """The whole utterance: (float32 samples at 24 kHz, speech tokens)."""
@@ -248,11 +274,15 @@ class ChatterboxEngine:
                 ).to(device=self.device)
         return cond
 
-    def _speech_tokens(self, loaded: LoadedVariant, piece: str, t3_cond, params: SynthesisParams, generator) -> Iterator[int]:
+    def _speech_tokens(
+        self, loaded: LoadedVariant, piece: str, t3_cond, params: SynthesisParams, generator
+    ) -> Iterator[int]:
         model = loaded.model
         text = loaded.punc_norm(piece)
         if loaded.spec.name == "turbo":
-            text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(self.device)
+            text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(
+                self.device
+            )
             return turbo_speech_tokens(model.t3, t3_cond, text_tokens, params, generator, loaded.lock)
         if loaded.spec.name == "multilingual":
             text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
@@ -261,8 +291,16 @@ class ChatterboxEngine:
         text_tokens = torch.cat([text_tokens, text_tokens], dim=0).to(self.device)  # conditional + unconditional rows
         hp = model.t3.hp
         text_tokens = F.pad(F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
-        return cfg_speech_tokens(model.t3, loaded.backend, t3_cond, text_tokens, params, generator, loaded.lock,
-                                 multilingual=loaded.spec.name == "multilingual")
+        return cfg_speech_tokens(
+            model.t3,
+            loaded.backend,
+            t3_cond,
+            text_tokens,
+            params,
+            generator,
+            loaded.lock,
+            multilingual=loaded.spec.name == "multilingual",
+        )
 
     def _vocode(self, loaded: LoadedVariant, speech: torch.Tensor, conds, generator: torch.Generator) -> np.ndarray:
         model = loaded.model
@@ -274,8 +312,9 @@ class ChatterboxEngine:
                 from chatterbox.models.s3gen.const import S3GEN_SIL
 
                 silence = torch.tensor([S3GEN_SIL] * 3, dtype=torch.long, device=self.device)
-                wav, _ = model.s3gen.inference(speech_tokens=torch.cat([speech, silence]), ref_dict=conds.gen,
-                                               n_cfm_timesteps=2)
+                wav, _ = model.s3gen.inference(
+                    speech_tokens=torch.cat([speech, silence]), ref_dict=conds.gen, n_cfm_timesteps=2
+                )
             else:
                 wav, _ = model.s3gen.inference(speech_tokens=speech, ref_dict=conds.gen)
             wav = wav.squeeze(0).detach().cpu().numpy()

@@ -6,8 +6,9 @@ Numbers may arrive as strings because kserve's gRPC parameters carry no doubles.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .variants import MULTILINGUAL_LANGUAGES, VARIANTS
 
@@ -126,5 +127,7 @@ def _language(variant: str, value: Any) -> str | None:
             raise ParameterError("language_id", f"must be one of {', '.join(MULTILINGUAL_LANGUAGES)}, got {value!r}")
         return code
     if code != "en":
-        raise ParameterError("language_id", f"the {variant} model speaks English only ('en'); use the multilingual model for {value!r}")
+        raise ParameterError(
+            "language_id", f"the {variant} model speaks English only ('en'); use the multilingual model for {value!r}"
+        )
     return None

@@ -16,7 +16,7 @@ with the same flow-matching decoder and HiFT vocoder:
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -53,8 +53,16 @@ class PositionalNoise:
 class ChunkedVocoder:
     """Speech tokens in, raw (not yet watermarked) audio chunks out, for one text piece."""
 
-    def __init__(self, s3gen, conds_gen: dict, lock: threading.Lock, noise_seed: int, *, meanflow: bool,
-                 silence_token: int | None):
+    def __init__(
+        self,
+        s3gen,
+        conds_gen: dict,
+        lock: threading.Lock,
+        noise_seed: int,
+        *,
+        meanflow: bool,
+        silence_token: int | None,
+    ):
         self.s3gen = s3gen
         self.ref = conds_gen
         self.lock = lock
@@ -80,8 +88,16 @@ class ChunkedVocoder:
         trims the encoder output but not its mask, and fails.)"""
         noise = self.noise.take(2 * (self.prompt_tokens + len(tokens)))
         speech = torch.tensor([tokens], dtype=torch.long, device=self.s3gen.device)
-        mel = S3Token2Mel.forward(self.s3gen, speech, ref_wav=None, ref_sr=None, ref_dict=self.ref,
-                                  n_cfm_timesteps=self.timesteps, finalize=True, noised_mels=noise)
+        mel = S3Token2Mel.forward(
+            self.s3gen,
+            speech,
+            ref_wav=None,
+            ref_sr=None,
+            ref_dict=self.ref,
+            n_cfm_timesteps=self.timesteps,
+            finalize=True,
+            noised_mels=noise,
+        )
         return mel if finalize else mel[:, :, : mel.shape[2] - 2 * self.lookahead]
 
     def _vocode(self, mel: torch.Tensor, finalize: bool) -> np.ndarray:
@@ -116,7 +132,7 @@ class ChunkedVocoder:
             return None
         with self.lock, torch.inference_mode():
             mel = self._mel(self.tokens, finalize=False)
-            new = mel[:, :, self.mel_frames_done:]
+            new = mel[:, :, self.mel_frames_done :]
             self.mel_frames_done = mel.shape[2]
             return self._vocode(new, finalize=False)
 
@@ -128,7 +144,7 @@ class ChunkedVocoder:
             if not tokens:
                 return self.speech_tail if self.speech_tail is not None else np.zeros(0, dtype=np.float32)
             mel = self._mel(tokens, finalize=True)
-            new = mel[:, :, self.mel_frames_done:]
+            new = mel[:, :, self.mel_frames_done :]
             self.mel_frames_done = mel.shape[2]
             if new.shape[2] == 0:
                 tail, self.speech_tail = self.speech_tail, None
@@ -141,7 +157,9 @@ class ChunkedVocoder:
             tokens = list(tokens) + [self.silence_token] * 3
         with self.lock, torch.inference_mode():
             mel = self._mel(tokens, finalize=True)
-            speech, _ = self.s3gen.mel2wav.inference(speech_feat=mel, cache_source=torch.zeros(1, 1, 0, device=mel.device))
+            speech, _ = self.s3gen.mel2wav.inference(
+                speech_feat=mel, cache_source=torch.zeros(1, 1, 0, device=mel.device)
+            )
             speech[:, : len(self.s3gen.trim_fade)] *= self.s3gen.trim_fade
         return speech.squeeze(0).detach().cpu().numpy().astype(np.float32)
 
@@ -163,28 +181,35 @@ class StreamWatermarker:
     def push(self, raw_chunk: np.ndarray, final: bool) -> np.ndarray:
         self.raw = np.concatenate([self.raw, raw_chunk.astype(np.float32)])
         window_start = max(self.raw_offset, self.emitted - WATERMARK_CONTEXT)
-        window = self.raw[window_start - self.raw_offset:]
+        window = self.raw[window_start - self.raw_offset :]
         if len(window) == 0:
             return np.zeros(0, dtype=np.float32)
         with self.lock:
-            marked = np.asarray(self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32)
-        fresh = marked[self.emitted - window_start:].copy()
+            marked = np.asarray(
+                self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32
+            )
+        fresh = marked[self.emitted - window_start :].copy()
         if self.pending is not None:
             overlap = min(len(self.pending), len(fresh))
             fade_in, fade_out = _raised_cosine(overlap)
             fresh[:overlap] = fresh[:overlap] * fade_in + self.pending[:overlap] * fade_out
         hold = 0 if final else min(WATERMARK_FADE, len(fresh))
-        out, self.pending = fresh[: len(fresh) - hold], (fresh[len(fresh) - hold:] if hold else None)
+        out, self.pending = fresh[: len(fresh) - hold], (fresh[len(fresh) - hold :] if hold else None)
         self.emitted += len(out)
         keep_from = max(self.raw_offset, self.emitted - WATERMARK_CONTEXT)
-        self.raw = self.raw[keep_from - self.raw_offset:]
+        self.raw = self.raw[keep_from - self.raw_offset :]
         self.raw_offset = keep_from
         return out
 
 
-def stream_piece(token_stream: Iterator[int | None], vocoder: ChunkedVocoder, watermark: StreamWatermarker,
-                 schedule: tuple[int, ...], speech_vocab_size: int,
-                 cancelled) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+def stream_piece(
+    token_stream: Iterator[int | None],
+    vocoder: ChunkedVocoder,
+    watermark: StreamWatermarker,
+    schedule: tuple[int, ...],
+    speech_vocab_size: int,
+    cancelled,
+) -> Iterator[tuple[np.ndarray, int, bool] | None]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
     `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones.
     A None in the token stream (a pause between engine steps) is passed on."""

@@ -40,7 +40,7 @@ def _split_words(clause: str, max_chars: int) -> list[str]:
     if len(clause) <= max_chars:
         return [clause]
     # A single unbroken run (e.g. CJK without spaces) is cut where it must be.
-    words = [word[i:i + max_chars] for word in clause.split() for i in range(0, len(word), max_chars)]
+    words = [word[i : i + max_chars] for word in clause.split() for i in range(0, len(word), max_chars)]
     return _pack(words, max_chars)
 
 

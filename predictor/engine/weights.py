@@ -15,8 +15,14 @@ logger = logging.getLogger(__name__)
 HUB_PATTERNS = {
     "standard": ["ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"],
     "turbo": ["*.safetensors", "*.json", "*.txt", "*.pt", "*.model"],
-    "multilingual": ["ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json",
-                     "conds.pt", "Cangjie5_TC.json"],
+    "multilingual": [
+        "ve.pt",
+        "t3_mtl23ls_v2.safetensors",
+        "s3gen.pt",
+        "grapheme_mtl_merged_expanded_v1.json",
+        "conds.pt",
+        "Cangjie5_TC.json",
+    ],
 }
 
 
@@ -57,7 +63,9 @@ def resolve_weights(model_dir: str | None, spec: VariantSpec) -> Path:
     if local is not None:
         logger.info("%s: loading weights from %s", spec.name, local)
         return local
-    logger.info("%s: no weights under %s; downloading %s from the Hugging Face hub", spec.name, model_dir, spec.hub_repo)
+    logger.info(
+        "%s: no weights under %s; downloading %s from the Hugging Face hub", spec.name, model_dir, spec.hub_repo
+    )
     try:
         return download_weights(spec)
     except WeightsNotFound as exc:
