@@ -21,6 +21,7 @@ from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
 from adapter.synthesis import AppContext
 from adapter.voice_library import VoiceLibrary
+from adapter.wyoming import serve_wyoming
 
 DESCRIPTION = """
 HTTP and WebSocket API for Chatterbox TTS, in front of a KServe predictor.
@@ -70,7 +71,8 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
+        async with serve_wyoming(ctx):
+            yield
         await predictor.aclose()
 
     # The stock docs routes cannot take a dependency; they are re-added below behind the token.

@@ -45,6 +45,7 @@ class Settings:
     voice_min_seconds: float = 2.0
     voice_max_seconds: float = 60.0
     log_level: str = "info"
+    wyoming_port: int = 10200  # Wyoming (Home Assistant) TTS server on HOST; 0 turns it off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +77,7 @@ class Settings:
                 0 <= self.voice_min_seconds < self.voice_max_seconds,
                 "VOICE_MIN_SECONDS must be >= 0 and below VOICE_MAX_SECONDS",
             ),
+            (0 <= self.wyoming_port <= 65535, "WYOMING_PORT must be between 0 (off) and 65535"),
             (self.log_level.lower() in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}"),
         ]
         for ok, message in checks:
