@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter import __version__
@@ -16,7 +17,7 @@ from adapter.errors import install_error_handlers
 from adapter.limits import SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
 from adapter.predictor_client import PredictorClient
-from adapter.routes import health, tts, voices, ws
+from adapter.routes import health, page, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
 from adapter.synthesis import AppContext
@@ -95,6 +96,8 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.include_router(voices.router, dependencies=protected)
     app.include_router(ws.router)  # its own dependency: WebSocket auth closes with 1008
     app.include_router(_service_router(app, metrics), dependencies=protected)
+    app.include_router(page.router)  # the page itself is public; its data routes need the token
+    app.mount("/web", StaticFiles(directory=page.WEB_DIR), name="web")
     _document_ws_messages(app)
     return app
 
