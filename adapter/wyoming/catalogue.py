@@ -58,6 +58,8 @@ def choose(loaded_models: list[str], name: str | None, language: str | None) -> 
                 raise APIError(404, f"voice {name!r}: the {model} model is not loaded")
             return VoiceChoice(model, named_language, voice or None)
     wanted = (language or ENGLISH).lower()
+    if not any(wanted in languages for languages in MODEL_LANGUAGES.values()):
+        raise APIError(400, f"language {wanted!r} is not one of {', '.join(MULTILINGUAL_LANGUAGES)}")
     for model in _ordered(loaded_models):
         if wanted in MODEL_LANGUAGES[model]:
             return VoiceChoice(model, wanted, name or None)
