@@ -244,6 +244,14 @@ function sayMessage(id) {
   return message;
 }
 
+class SocketClosed extends Error {
+  constructor(event) {
+    super(event.reason ? `${event.reason} (code ${event.code})` : `code ${event.code}`);
+    this.code = event.code;
+  }
+}
+
+// One connection, reused by later requests; the server sends "ready" before it takes requests.
 function openSocket() {
   if (state.socket && state.socket.readyState <= WebSocket.OPEN) return state.socket.ready;
   const socket = new WebSocket(webSocketUrl());
@@ -255,19 +263,19 @@ function openSocket() {
       else onMessage(message);
     };
     socket.onclose = (event) => {
-      reject(new Error(closeReason(event)));
       if (state.socket === socket) state.socket = null;
-      if (state.current) {
-        if (event.code === 1008) askForToken(`The token was refused: ${closeReason(event)}`);
-        finish(`The connection closed: ${closeReason(event)}`);
-      }
+      const closed = new SocketClosed(event);
+      reject(closed); // no effect once it was ready
+      if (state.current && state.current.socket === socket) fail(closed);
     };
   });
   return socket.ready;
 }
 
-function closeReason(event) {
-  return event.reason ? `${event.reason} (code ${event.code})` : `code ${event.code}`;
+function fail(err) {
+  // 1008: the adapter's close code for a missing or wrong token (adapter/auth.py)
+  if (err instanceof SocketClosed && err.code === 1008) askForToken(`The token was refused: ${err.message}`);
+  finish(err instanceof SocketClosed ? `The connection closed: ${err.message}` : err.message);
 }
 
 function closeSocket() {
@@ -284,15 +292,16 @@ $("speak-form").addEventListener("submit", async (event) => {
   player.reset();
   const id = `r${++state.seq}`;
   const message = sayMessage(id);
-  state.current = { id, started, firstAudio: null, pcm: [], format: message.audio.format, sampleRate: 24000 };
+  const current = { id, started, firstAudio: null, pcm: [], format: message.audio.format, sampleRate: 24000 };
+  state.current = current;
   window.chatterbox.state = "speaking";
   $("speak").disabled = true;
   $("stop").disabled = false;
   try {
-    const socket = await openSocket();
-    socket.send(JSON.stringify(message));
+    current.socket = await openSocket();
+    if (state.current === current) current.socket.send(JSON.stringify(message));
   } catch (err) {
-    finish(`Cannot open the WebSocket: ${err.message}`);
+    if (state.current === current) fail(err);
   }
 });
 

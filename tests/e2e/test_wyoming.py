@@ -213,32 +213,3 @@ def test_errors_are_wyoming_error_events_and_the_connection_keeps_serving(wyomin
     assert (unknown_language.type, unknown_language.data["code"]) == ("error", "400")
     assert (empty.type, empty.data["code"]) == ("error", "422")
     assert info.type == "info"
-
-
-def test_wyoming_shares_the_adapters_slots(predictor, voices_dir, tmp_path_factory, transcript):
-    """With one slot held by an HTTP stream, a Wyoming request is refused (429), like any other."""
-    transcript.section("admission: one slot, held by an HTTP stream")
-    port = free_port()
-    adapter = start_adapter(
-        predictor.http_url,
-        voices_dir,
-        tmp_path_factory.mktemp("wyoming-slot-logs"),
-        WYOMING_PORT=str(port),
-        MAX_CONCURRENT_REQUESTS="1",
-    )
-    try:
-        body = {"text": "Holding the only slot.", "model": "turbo", "audio": {"format": "pcm", "stream": True}}
-        with requests.post(f"{adapter.url}/api/tts", json=body, stream=True, timeout=READ_TIMEOUT_S) as held:
-            assert held.status_code == 200
-            next(held.iter_content(1024))  # audio is flowing: the slot is taken
-
-            async def exchange():
-                async with Client(port, transcript) as client:
-                    await client.send(Synthesize(text="Am I admitted?").event())
-                    return await client.receive()
-
-            refused = run(exchange())
-        assert (refused.type, refused.data["code"]) == ("error", "429"), refused
-        assert "MAX_CONCURRENT_REQUESTS" in refused.data["text"]
-    finally:
-        adapter.stop()
