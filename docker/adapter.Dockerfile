@@ -28,10 +28,10 @@ RUN groupadd --gid 1000 app \
  && chown -R 1000:1000 /app/voices
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The adapter shares only the voice-name rules with the predictor (no torch import).
-COPY predictor/__init__.py predictor/voice_paths.py /app/predictor/
+# The adapter imports nothing from predictor/: what both services state lives in contract/ (no torch).
+COPY contract/ /app/contract/
 COPY adapter/ /app/adapter/
-RUN python -m compileall -q /app/adapter /app/predictor
+RUN python -m compileall -q /app/adapter /app/contract
 USER 1000:1000
 EXPOSE 8081
 CMD ["python", "-m", "adapter"]

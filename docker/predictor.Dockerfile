@@ -37,6 +37,7 @@ RUN groupadd --gid 1000 app \
  && chown -R 1000:1000 /app/voices /mnt/models /cache
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
+COPY contract/ /app/contract/
 COPY predictor/ /app/predictor/
 RUN python -m compileall -q /app/predictor
 USER 1000:1000

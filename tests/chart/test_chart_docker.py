@@ -189,7 +189,7 @@ def test_dockerfile_layers_requirements_before_code(name):
     code = [
         i
         for i, rest in copies
-        if re.search(r"\b(predictor|adapter)/", rest.split("--from=build")[-1]) and "requirements" not in rest
+        if re.search(r"\b(contract|predictor|adapter)/", rest.split("--from=build")[-1]) and "requirements" not in rest
     ]
     assert req and code and max(req) < min(code), "requirements must be copied (and installed) before the code"
     # Every COPY source exists (the build context is the repository root).
@@ -224,9 +224,10 @@ def test_adapter_image_has_no_torch():
     assert "requirements.lock" not in text and "torch" not in text
     requirements = (DOCKER / "adapter-requirements.txt").read_text()
     assert not re.search(r"^(torch|torchaudio|chatterbox|librosa|transformers)\b", requirements, re.M)
-    # Only these files of the predictor package are copied; the adapter must import nothing else from it.
-    copied = [rest for word, rest in instructions if word == "COPY" and "predictor/" in rest]
-    assert copied == ["predictor/__init__.py predictor/voice_paths.py /app/predictor/"]
+    # The adapter's image holds the adapter and the shared contract, nothing of the predictor.
+    copied = [rest for word, rest in instructions if word == "COPY" and "--from" not in rest]
+    assert not [c for c in copied if "predictor" in c]
+    assert "contract/ /app/contract/" in copied and "adapter/ /app/adapter/" in copied
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -310,7 +311,7 @@ def _module_level_imports(path: Path) -> set[str]:
 
 def _adapter_sources() -> list[Path]:
     files = sorted((ROOT / "adapter").rglob("*.py"))
-    return files + [ROOT / "predictor" / "__init__.py", ROOT / "predictor" / "voice_paths.py"]
+    return files + sorted((ROOT / "contract").rglob("*.py"))
 
 
 def test_adapter_imports_are_in_its_requirements():
@@ -321,11 +322,10 @@ def test_adapter_imports_are_in_its_requirements():
     for path in _adapter_sources():
         for module in _module_level_imports(path):
             top = module.split(".")[0]
-            if top in stdlib or top == "adapter":
+            if top in stdlib or top in ("adapter", "contract"):
                 continue
             if top == "predictor":
-                if module not in ("predictor", "predictor.voice_paths"):
-                    problems.append(f"{path.relative_to(ROOT)} imports {module} (not in the adapter image)")
+                problems.append(f"{path.relative_to(ROOT)} imports {module} (not in the adapter image)")
                 continue
             dists = {canonicalize_name(d) for d in providers.get(top, [])}
             if not dists & set(pins):
