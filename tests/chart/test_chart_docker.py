@@ -522,3 +522,12 @@ def test_gpu_compose_reserves_a_gpu():
     assert compose_env(gpu)["DEVICE"] == "cuda"
     assert "deploy" not in compose("cpu")["services"]["predictor"]
     assert compose_env(compose("cpu")["services"]["predictor"])["DEVICE"] == "cpu"
+
+
+def test_the_images_version_is_the_code_version():
+    """One version: contract.__version__ (pyproject.toml reads it); the chart's appVersion, which the
+    image tags default to, must agree with it."""
+    import contract
+
+    chart = yaml.safe_load((cr.CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == contract.__version__
