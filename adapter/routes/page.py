@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from adapter.auth import require_token
-from adapter.schemas import VoiceOptions, WsAudioOptions
-from predictor.engine.params import parse_params
-from predictor.engine.variants import MULTILINGUAL_LANGUAGES, VARIANT_NAMES
+from adapter.schemas import WsAudioOptions
+from contract.params import BY_NAME, PARAMETERS
+from contract.variants import VARIANT_NAMES
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 router = APIRouter()
@@ -35,31 +35,26 @@ async def parameters() -> dict:
 
 
 def parameter_table() -> dict:
-    defaults = {model: parse_params(model, {}, max_new_tokens_ceiling=1) for model in VARIANT_NAMES}
-    table = []
-    for name, field in VoiceOptions.model_fields.items():
-        if name == "audio_prompt_path":
-            continue
-        bounds = {type(m).__name__: m for m in field.metadata}
-        kind = next(a for a in typing.get_args(field.annotation) if a is not type(None))
-        table.append(
-            {
-                "name": name,
-                "type": kind.__name__,
-                "minimum": bounds["Ge"].ge if "Ge" in bounds else None,
-                "maximum": bounds["Le"].le if "Le" in bounds else None,
-                "default": {
-                    model: None if name == "max_new_tokens" else getattr(values, name)
-                    for model, values in defaults.items()
-                },
-                "models": list(VARIANT_NAMES),
-                "description": field.description,
-            }
-        )
+    """contract.params.PARAMETERS as JSON: the numeric parameters become controls; language_id's codes
+    and models become the language picker."""
+    language = BY_NAME["language_id"]
     return {
-        "parameters": table,
-        "languages": list(MULTILINGUAL_LANGUAGES),
-        "language_models": ["multilingual"],  # the models that take language_id
+        "parameters": [
+            {
+                "name": p.name,
+                "type": p.type.__name__,
+                "minimum": p.low,
+                "maximum": p.high,
+                "default": {model: p.default_for(model) for model in VARIANT_NAMES},
+                "models": list(p.variants),
+                "description": p.description,
+            }
+            for p in PARAMETERS
+            if p.type in (int, float)
+        ],
+        "languages": list(language.choices),
+        "default_language": language.default,
+        "language_models": list(language.variants),
         "formats": list(typing.get_args(WsAudioOptions.model_fields["format"].annotation)),
         "default_format": WsAudioOptions.model_fields["format"].default,
     }

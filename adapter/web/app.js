@@ -79,7 +79,7 @@ function buildControls(table) {
     $("language"),
     table.languages.map((code) => [code, `${names.of(code) || code} (${code})`]),
   );
-  $("language").value = table.languages.includes("en") ? "en" : table.languages[0];
+  $("language").value = table.default_language;
   fillSelect($("format"), table.formats.map((f) => [f, f === "pcm_s16le" ? "PCM 16-bit" : f.toUpperCase()]));
   $("format").value = table.default_format;
 

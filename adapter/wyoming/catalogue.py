@@ -15,17 +15,16 @@ from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
 
 from adapter import __version__
 from adapter.errors import APIError
-from predictor.engine.variants import MULTILINGUAL_LANGUAGES
+from contract.params import BY_NAME
+from contract.variants import ENGLISH_ONLY_LANGUAGE, LANGUAGES, VARIANT_NAMES
 
 PROGRAM_NAME = "chatterbox"
-ENGLISH = "en"
+ENGLISH = ENGLISH_ONLY_LANGUAGE
 # A request that names no model goes to the first of these that is loaded and speaks its language:
 # the HTTP API's default model first.
-MODEL_PREFERENCE = ("standard", "turbo", "multilingual")
+MODEL_PREFERENCE = VARIANT_NAMES
 MODEL_LANGUAGES: dict[str, tuple[str, ...]] = {
-    "standard": (ENGLISH,),
-    "turbo": (ENGLISH,),
-    "multilingual": MULTILINGUAL_LANGUAGES,
+    model: LANGUAGES if model in BY_NAME["language_id"].variants else (ENGLISH,) for model in VARIANT_NAMES
 }
 _ATTRIBUTION = Attribution(name="Resemble AI", url="https://github.com/resemble-ai/chatterbox")
 
@@ -59,7 +58,7 @@ def choose(loaded_models: list[str], name: str | None, language: str | None) -> 
             return VoiceChoice(model, named_language, voice or None)
     wanted = (language or ENGLISH).lower()
     if not any(wanted in languages for languages in MODEL_LANGUAGES.values()):
-        raise APIError(400, f"language {wanted!r} is not one of {', '.join(MULTILINGUAL_LANGUAGES)}")
+        raise APIError(400, f"language {wanted!r} is not one of {', '.join(LANGUAGES)}")
     for model in _ordered(loaded_models):
         if wanted in MODEL_LANGUAGES[model]:
             return VoiceChoice(model, wanted, name or None)

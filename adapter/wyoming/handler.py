@@ -26,12 +26,13 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from adapter.audio import MODEL_SAMPLE_RATE, Encoder, Rechunker, chunk_bytes_for
+from adapter.audio import Encoder, Rechunker, chunk_bytes_for
 from adapter.errors import APIError
-from adapter.predictor_client import PredictorError
 from adapter.schemas import HttpAudioOptions, TTSRequest, VoiceOptions
 from adapter.synthesis import AppContext, Synthesis
 from adapter.wyoming import catalogue
+from contract.errors import ServiceError
+from contract.variants import SAMPLE_RATE
 
 log = logging.getLogger("adapter.wyoming")
 
@@ -120,7 +121,7 @@ class TtsHandler(AsyncEventHandler):
     async def describe(self):
         try:
             loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
-        except PredictorError as exc:
+        except ServiceError as exc:
             # Home Assistant still gets an answer (its voices, no models) and asks again later.
             log.warning("wyoming describe: predictor unavailable (%s)", exc.message)
             loaded = []
@@ -136,22 +137,22 @@ class TtsHandler(AsyncEventHandler):
         """Synthesises `text` into audio-chunk events (audio-start first, unless already sent); an
         error becomes an `error` event. Returns whether audio-start has been sent."""
         synthesis = None
-        encoder = Encoder("pcm_s16le", MODEL_SAMPLE_RATE)
+        encoder = Encoder("pcm_s16le", SAMPLE_RATE)
         outcome = "error"
         try:
             synthesis = await self._admit(text, voice)
-            rechunker = Rechunker(chunk_bytes_for(MODEL_SAMPLE_RATE, CHUNK_MS))
+            rechunker = Rechunker(chunk_bytes_for(SAMPLE_RATE, CHUNK_MS))
             async for chunk in synthesis.chunks():
                 pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
                 if chunk.final:
                     pieces.extend(rechunker.finish())
                 for piece in pieces:
                     if not audio_started:
-                        await self.write_event(AudioStart(MODEL_SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS).event())
+                        await self.write_event(AudioStart(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS).event())
                         audio_started = True
-                    await self.write_event(AudioChunk(MODEL_SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece).event())
+                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece).event())
             outcome = "ok"
-        except APIError as exc:
+        except ServiceError as exc:
             await self.error(exc.status, exc.message)
         except _Gone:
             outcome = "cancelled"
@@ -170,10 +171,7 @@ class TtsHandler(AsyncEventHandler):
     async def _admit(self, text: str, voice: SynthesizeVoice | None) -> Synthesis:
         if not text.strip():
             raise APIError(422, "text must not be empty")
-        try:
-            loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
-        except PredictorError as exc:
-            raise APIError(exc.status, exc.message) from None
+        loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
         request = TTSRequest(
             text=text,

@@ -9,7 +9,8 @@ import subprocess
 
 import requests
 
-from adapter.schemas import VoiceOptions
+from contract.params import PARAMETERS
+from contract.variants import LANGUAGES, VARIANT_NAMES
 from scripts.processes import ROOT, adapter_command
 
 
@@ -23,17 +24,21 @@ def test_page_and_its_files_are_served(adapter):
     assert requests.get(f"{adapter.url}/web/../adapter/app.py").status_code == 404
 
 
-def test_parameter_table_states_the_schemas_ranges(adapter):
+def test_parameter_table_is_the_contracts(adapter):
     table = requests.get(f"{adapter.url}/api/parameters").json()
     by_name = {p["name"]: p for p in table["parameters"]}
-    assert set(by_name) == set(VoiceOptions.model_fields) - {"audio_prompt_path"}
-    schema = VoiceOptions.model_json_schema()["properties"]
-    for name, p in by_name.items():
-        bounds = next(s for s in schema[name]["anyOf"] if s["type"] != "null")
-        assert (p["minimum"], p["maximum"]) == (bounds.get("minimum"), bounds.get("maximum")), name
-        assert set(p["default"]) == set(p["models"]) == {"standard", "turbo", "multilingual"}
-    assert by_name["temperature"]["default"]["turbo"] == 0.8
-    assert "de" in table["languages"] and table["language_models"] == ["multilingual"]
+    numeric = [p for p in PARAMETERS if p.type in (int, float)]
+    assert list(by_name) == [p.name for p in numeric]
+    for p in numeric:
+        sent = by_name[p.name]
+        assert (sent["minimum"], sent["maximum"], sent["models"]) == (p.low, p.high, list(p.variants)), p.name
+        assert sent["default"] == {model: p.default_for(model) for model in VARIANT_NAMES}, p.name
+    # The seed's defaults, as the page shows them.
+    assert by_name["top_p"]["default"]["standard"] == 0.95 and by_name["exaggeration"]["models"] == [
+        "standard",
+        "multilingual",
+    ]
+    assert table["languages"] == list(LANGUAGES) and table["language_models"] == ["multilingual"]
     assert table["default_format"] in table["formats"]
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from adapter.errors import APIError
 from adapter.settings import Settings, SettingsError
-from adapter.wyoming.catalogue import MULTILINGUAL_LANGUAGES, VoiceChoice, choose, describe
+from adapter.wyoming.catalogue import VoiceChoice, choose, describe
+from contract.variants import LANGUAGES
 
 ALL = ["standard", "turbo", "multilingual"]
 LIBRARY = [
@@ -61,7 +62,7 @@ def test_describe_offers_every_voice_for_every_language_of_each_loaded_model():
     names = [v.name for v in program.voices]
     assert names[:3] == ["standard/en", "standard/en/alice.wav", "standard/en/sub/short.wav"]
     assert "turbo/en/alice.wav" in names and "turbo/en/sub/short.wav" not in names  # turbo: references > 5 s
-    assert len(names) == 3 + 2 + 3 * len(MULTILINGUAL_LANGUAGES) == len(set(names))
+    assert len(names) == 3 + 2 + 3 * len(LANGUAGES) == len(set(names))
     assert all(len(v.languages) == 1 for v in program.voices)
     # Every listed name is understood by choose(), and means what the listing says.
     for voice in program.voices:
