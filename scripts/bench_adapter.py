@@ -6,72 +6,52 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import requests
 from websockets.sync.client import connect
 
-from .bench_predictor import ROOT, SAMPLE_RATE, StreamResult
-from .processes import free_port, stop_process
+from contract.variants import SAMPLE_RATE
+
+from .bench_predictor import StreamResult
+from .processes import ManagedProcess, adapter_command, free_port
 
 
 class AdapterProcess:
     """`python -m adapter` relaying to one predictor URL, with the predictor's voice folder."""
 
     def __init__(self, predictor_url: str, voices_dir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/tts"
         env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
+        port = free_port()
         env.update(
             HOST="127.0.0.1",
-            PORT=str(self.port),
+            PORT=str(port),
             PREDICTOR_URL=predictor_url,
             VOICES_DIR=str(voices_dir),
             LOG_LEVEL="warning",
             PYTHONUNBUFFERED="1",
         )
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-adapter-", suffix=".log", delete=False)  # noqa: SIM115 (lives as long as the process)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "adapter"], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.process = ManagedProcess(adapter_command(), env=env, name="bench-adapter")
+        self.process.port = port
+        self.popen = self.process.popen
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                with open(self.log.name, errors="replace") as handle:
-                    raise RuntimeError(f"adapter exited with {self.popen.returncode}:\n{handle.read()[-4000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"adapter not ready after {timeout:.0f} s")
+        self.process.wait_http(f"{self.process.url}/health", timeout)
 
     def stop(self) -> None:
-        stop_process(self.popen)
-        try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
+        self.process.stop()
 
     def say(self, model: str, text: str, voice: dict, stream: bool) -> StreamResult:
         """One `say` on a fresh connection (pcm_s16le, 24 kHz, 40 ms messages); times are from the send."""
         result = StreamResult()
         pieces: list[np.ndarray] = []
-        with connect(self.ws_url, open_timeout=30, max_size=None) as ws:
+        with connect(self.process.ws_url, open_timeout=30, max_size=None) as ws:
             ready = json.loads(ws.recv(timeout=30))
             if ready.get("type") != "ready":
                 raise RuntimeError(f"adapter did not say ready: {ready}")
-            message = {"type": "say", "id": "bench", "text": text, "model": model, "voice": voice}
-            message["audio"] = {"format": "pcm_s16le", "sample_rate": SAMPLE_RATE, "stream": stream}
+            audio = {"format": "pcm_s16le", "sample_rate": SAMPLE_RATE, "stream": stream}
+            message = {"type": "say", "id": "bench", "text": text, "model": model, "voice": voice, "audio": audio}
             sent = time.perf_counter()
             ws.send(json.dumps(message))
             while True:
