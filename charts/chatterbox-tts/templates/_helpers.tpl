@@ -82,14 +82,18 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* image reference: pass (dict "image" .Values.x.image "ctx" $). */}}
 {{- define "chatterbox-tts.image" -}}
+{{- $repository := .image.repository -}}
+{{- if .image.registry -}}
+{{- $repository = printf "%s/%s" .image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
 {{- $tag := default .ctx.Chart.AppVersion .image.tag -}}
 {{- if .image.variant -}}
 {{- $tag = printf "%s-%s" $tag .image.variant -}}
 {{- end -}}
-{{- if .image.registry -}}
-{{- printf "%s/%s:%s" .image.registry .image.repository $tag -}}
-{{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
