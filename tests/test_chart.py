@@ -48,6 +48,9 @@ EVERYTHING_ON = {
     "predictor.extraEnv": [{"name": "EXTRA", "value": "1"}],
     "metrics.serviceMonitor.enabled": True,
     "metrics.podMonitor.enabled": True,
+    "metrics.grafanaDashboard.enabled": True,
+    "metrics.prometheusRule.enabled": True,
+    "adapter.wyoming.enabled": True,
     "networkPolicy.prometheusPodSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     "networkPolicy.extraIngress": [{"from": [{"podSelector": {"matchLabels": {"role": "debug"}}}]}],
     "predictor.pdb.minAvailable": 1,
@@ -151,6 +154,7 @@ def test_template_renders_the_expected_objects(variant):
         ("PersistentVolumeClaim", f"{cr.RELEASE}-voices"),
         ("PersistentVolumeClaim", f"{cr.RELEASE}-model-cache"),
         ("NetworkPolicy", PREDICTOR_SERVICE),
+        ("NetworkPolicy", ADAPTER),
         ("PodDisruptionBudget", ADAPTER),
         ("PodDisruptionBudget", PREDICTOR_SERVICE),
         ("Pod", f"{cr.RELEASE}-test-health"),
@@ -166,6 +170,8 @@ def test_template_renders_the_expected_objects(variant):
         "ServiceMonitor",
         "PodMonitor",
         "ScaledObject",
+        "ConfigMap",
+        "PrometheusRule",
     }
 
 
@@ -567,7 +573,7 @@ def test_selectors_match_pods():
 
 def test_network_policy_admits_only_adapter_and_prometheus():
     objs = scenario("default")
-    policy = cr.one(objs, "NetworkPolicy")
+    policy = cr.one(objs, "NetworkPolicy", PREDICTOR_SERVICE)
     isvc = cr.one(objs, "InferenceService")
     predictor_labels = isvc["spec"]["predictor"]["labels"]
     adapter_labels = cr.one(objs, "Deployment", ADAPTER)["spec"]["template"]["metadata"]["labels"]
