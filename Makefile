@@ -54,7 +54,7 @@ random-weights: $(SETUP_STAMP)
 $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
 	$(PY) -m predictor.random_weights --out $(TEST_WEIGHTS)
 
-test: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
+test: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete test-tools
 	CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q tests
 
 run: $(SETUP_STAMP)
