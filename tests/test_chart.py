@@ -726,19 +726,19 @@ def test_values_files_only_use_known_keys():
     schema = json.loads((cr.CHART / "values.schema.json").read_text())
     chart_keys = _schema_paths(schema, schema["definitions"])
     free_form = re.compile(r"\.(resources|nodeSelector|tolerations|podLabels|podAnnotations|affinity)(\.|$)")
-    for name in ("values-cpu.yaml", "values-gpu.yaml"):
-        data = yaml.safe_load((cr.CHART / name).read_text())
 
-        def walk(node, path):
-            for key, value in node.items():
-                dotted = f"{path}{key}"
-                if free_form.search("." + dotted):
-                    continue
-                assert dotted in chart_keys, f"{name}: {dotted} is not a chart value"
-                if isinstance(value, dict):
-                    walk(value, dotted + ".")
+    def walk(name, node, path):
+        for key, value in node.items():
+            dotted = f"{path}{key}"
+            if free_form.search("." + dotted):
+                continue
+            assert dotted in chart_keys, f"{name}: {dotted} is not a chart value"
+            if isinstance(value, dict):
+                walk(name, value, dotted + ".")
 
-        walk(data, "")
+    for files in cr.VALUES_SETS.values():
+        for name in files:
+            walk(name, yaml.safe_load(Path(cr._values_path(name)).read_text()), "")
 
 
 # -------------------------------------------------------------------------------------- manifests

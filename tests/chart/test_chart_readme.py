@@ -37,7 +37,9 @@ def test_readme_is_generated_from_values(tmp_path):
 def test_generator_refuses_an_undocumented_key(tmp_path):
     values, readme = tmp_path / "values.yaml", tmp_path / "README.md"
     text = (cr.CHART / "values.yaml").read_text()
-    values.write_text(text.replace("  deploymentMode: Standard\n", "  deploymentMode: Standard\n  undocumentedKey: 1\n"))
+    values.write_text(
+        text.replace("  deploymentMode: Standard\n", "  deploymentMode: Standard\n  undocumentedKey: 1\n")
+    )
     shutil.copy(README, readme)
     proc = generate(values, readme)
     assert proc.returncode != 0 and "predictor.undocumentedKey" in proc.stdout + proc.stderr

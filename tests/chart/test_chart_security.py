@@ -131,7 +131,9 @@ def test_the_scan_can_fail_and_digests_clear_their_finding():
         "adapter.containerSecurityContext.allowPrivilegeEscalation": True,
         "adapter.containerSecurityContext.readOnlyRootFilesystem": False,
     }
-    found = {check for check, resource in failures((), json.dumps(loose, sort_keys=True)) if resource.endswith("-adapter")}
+    found = {
+        check for check, resource in failures((), json.dumps(loose, sort_keys=True)) if resource.endswith("-adapter")
+    }
     assert {"CKV_K8S_20", "CKV_K8S_22"} <= found, found
     # With digests the image-digest finding is gone: the suppression only covers the tag default.
     pinned = {"predictor.image.digest": DIGEST, "adapter.image.digest": DIGEST, "tests.enabled": False}

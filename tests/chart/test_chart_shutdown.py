@@ -3,6 +3,8 @@ DRAIN_TIMEOUT_S, inside a grace period at least as long as both (issue 13, part 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -38,7 +40,7 @@ def values_of(files: tuple[str, ...]) -> dict:
 
     merged = yaml.safe_load((cr.CHART / "values.yaml").read_text())
     for name in files:
-        merged = merge(merged, yaml.safe_load(open(cr._values_path(name)).read()) or {})
+        merged = merge(merged, yaml.safe_load(Path(cr._values_path(name)).read_text()) or {})
     return merged
 
 
