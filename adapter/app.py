@@ -15,6 +15,7 @@ from adapter.discovery import PredictorLocator, make_locator
 from adapter.errors import install_error_handlers
 from adapter.limits import SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
+from adapter.openai import build_router as openai_router
 from adapter.predictor_client import PredictorClient
 from adapter.routes import health, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
@@ -91,6 +92,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.include_router(health.router)
     app.include_router(tts.router, dependencies=protected)
     app.include_router(voices.router, dependencies=protected)
+    app.include_router(openai_router(settings.openai_model_map), dependencies=protected)
     app.include_router(ws.router)  # its own dependency: WebSocket auth closes with 1008
     app.include_router(_service_router(app, metrics), dependencies=protected)
     _document_ws_messages(app)

@@ -45,6 +45,7 @@ class Settings:
     voice_min_seconds: float = 2.0
     voice_max_seconds: float = 60.0
     log_level: str = "info"
+    openai_model_map: str | None = None  # JSON, laid over adapter/openai/serving.py's DEFAULT_MODEL_MAP
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
