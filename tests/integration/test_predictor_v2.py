@@ -17,7 +17,7 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .v2_helpers import SAMPLES_PER_TOKEN, grpc_infer, http_infer
+from tests.support.v2_helpers import SAMPLES_PER_TOKEN, grpc_infer, http_infer
 
 pytestmark = pytest.mark.slow
 FEW_TOKENS = {"max_new_tokens": 4, "seed": 11}
@@ -94,7 +94,7 @@ def test_kserve_inference_rest_client(predictor):
         [
             sys.executable,
             "-m",
-            "tests.kserve_client_call",
+            "tests.support.kserve_client_call",
             predictor.http_url,
             "standard",
             "Kserve's own client.",
@@ -103,7 +103,7 @@ def test_kserve_inference_rest_client(predictor):
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])

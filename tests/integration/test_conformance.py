@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from scripts.upstream import load_upstream, upstream_generate
-
-from .v2_helpers import http_infer
+from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
 CAP = 5

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from pathlib import Path
@@ -18,13 +19,11 @@ import websockets
 
 from adapter.audio import to_pcm16
 from predictor.random_weights import write_reference_wav
-
-from .adapter_fixtures import start_adapter
-from .browser_harness import run_page
-from .conftest import start_predictor
+from tests.support.browser_harness import run_page
+from tests.support.servers import start_adapter, start_predictor
 
 pytestmark = pytest.mark.slow
-PAGE = Path(__file__).resolve().parent / "browser" / "seed_client.html"
+PAGE = Path(__file__).resolve().parents[1] / "support" / "browser" / "seed_client.html"
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,7 @@ def test_seed_javascript_client_in_headless_chromium_streams(adapter):
     # bursts as the engine produces them, and the first burst is well before the last.
     first, last = chunks[0]["t"], chunks[-1]["t"]
     assert last - first > 500, (first, last)
-    gaps = [b["t"] - a["t"] for a, b in zip(chunks, chunks[1:])]
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(chunks)]
     assert max(gaps) > 200
 
 
