@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapter.codecs import FORMATS, Encoder
+from adapter.codecs import FORMATS, MAX_SPEED, MIN_SPEED, Encoder
 from adapter.errors import APIError, describe_validation_errors
 from adapter.openai import serving
 from adapter.openai.protocol import (
@@ -33,6 +33,7 @@ from adapter.schemas import RANGES
 from adapter.synthesis import AppContext, Synthesis
 
 log = logging.getLogger("adapter.openai")
+_RANGES = {**RANGES, "speed": f"{MIN_SPEED:g}-{MAX_SPEED:g}"}
 
 
 def openai_error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -55,7 +56,7 @@ class OpenAIRoute(APIRoute):
                 return openai_error(exc.status, exc.message, headers=exc.headers)
             except RequestValidationError as exc:
                 errors = list(exc.errors())
-                _, message = describe_validation_errors(errors, RANGES)
+                _, message = describe_validation_errors(errors, _RANGES)
                 loc = [str(p) for p in (errors[0].get("loc", ()) if errors else ()) if p != "body"]
                 return openai_error(400, message, param=".".join(loc[:1]) or None)
             except StarletteHTTPException as exc:

@@ -151,7 +151,7 @@ def test_parameters_reach_the_predictor(adapter, fake_predictor):
         ({"text": "hi", "voice": {"temprature": 1}}, 422, ["voice.temprature"]),
         ({"text": "hi", "audio": {"sample_rate": 1000}}, 422, ["audio.sample_rate"]),
         ({"text": "hi", "audio": {"format": "ogg"}}, 422, ["audio.format"]),
-            ({"text": "hi", "audio": {"format": "opus", "sample_rate": 22050}}, 400, ["22050", "opus", "48000"]),
+        ({"text": "hi", "audio": {"format": "opus", "sample_rate": 22050}}, 400, ["22050", "opus", "48000"]),
         ({"text": "hi", "model": "huge"}, 422, ["model"]),
         ({"text": "hi", "voice": {"audio_prompt_path": "../outside.wav"}}, 400, ["not inside"]),
         ({"text": "hi", "voice": {"audio_prompt_path": "/etc/passwd"}}, 400, ["not inside"]),

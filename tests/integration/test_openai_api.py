@@ -126,7 +126,7 @@ def test_chatterbox_parameters_voice_and_speed(client, fake_predictor, library_v
         ({"model": "whisper-1"}, None, ["model 'whisper-1' is not served", "served models: tts-1", "turbo"]),
         ({"model": "multilingual"}, None, ["not served", "standard, turbo"]),
         ({"voice": "nobody"}, None, ["voice 'nobody'", "/v1/audio/voices"]),
-        ({"speed": 5.0}, "speed", ["speed", "less than or equal to 4"]),
+        ({"speed": 5.0}, "speed", ["speed", "less than or equal to 4", "0.25-4"]),
         ({"response_format": "ogg"}, "response_format", ["response_format"]),
         ({"extra_body": {"exaggeration": 3}}, "exaggeration", ["exaggeration", "0.0-2.0"]),
         ({"extra_body": {"temprature": 1}}, "temprature", ["temprature"]),
