@@ -44,8 +44,9 @@ Client → server:
   "audio": {"format": "pcm_s16le", "sample_rate": 24000, "stream": true, "chunk_size_ms": 40}}`
   → `{"type": "chunk", "id": "r1", "index": 0, "data": "<base64>", "is_last": false}` ... then
   `{"type": "done", "id": "r1", "duration_seconds": 2.5}`.
-  `format`: `pcm_s16le` (default; alias `pcm`) or `wav` (the first chunk starts with a streaming
-  WAV header). `stream: false` sends one chunk with the whole file.
+  `format`: `pcm_s16le` (default; alias `pcm`), `wav` (the first chunk starts with a streaming
+  WAV header), `mp3`, `opus`, `aac` (chunks of whole frames/pages) or `flac` (one chunk, at the end).
+  `stream: false` sends one chunk with the whole file.
 * `{"type": "set_voice", "voice_path": "my_voice.wav"}` → `{"type": "voice_set", "id": null, "voice_path": "my_voice.wav", "persisted": false}`
   (the connection's voice; `"persist": true` also makes it the shared default; `null` resets).
 

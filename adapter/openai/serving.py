@@ -27,6 +27,7 @@ from adapter.openai.protocol import (
     VoiceEntry,
     VoiceId,
 )
+from adapter.predictor_client import PredictorError
 from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
 from predictor.voice_paths import AUDIO_SUFFIXES
 
@@ -86,8 +87,6 @@ class ModelResolver:
     async def loaded(self) -> list[str]:
         now = time.monotonic()
         if self._loaded is None or now - self._loaded[0] > _LOADED_TTL_S:
-            from adapter.predictor_client import PredictorError
-
             try:
                 info = await self._predictor.info()
             except PredictorError as exc:
