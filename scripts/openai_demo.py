@@ -29,10 +29,11 @@ def main() -> None:
     parser.add_argument("--voice", default="alloy")
     parser.add_argument("--text", default="Hello from Chatterbox, through the OpenAI SDK.")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-new-tokens", type=int, help="cap speech tokens (random weights rarely stop)")
     args = parser.parse_args()
 
     client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key, max_retries=0, timeout=600)
-    same = {"seed": args.seed}
+    same = {"seed": args.seed} | ({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})
     call = f"model={args.model!r}, voice={args.voice!r}, input={args.text!r}"
     print(f"openai {openai.__version__}, base_url {args.base_url}")
     print(f">>> client.models.list() -> {[m.id for m in client.models.list().data]}")
