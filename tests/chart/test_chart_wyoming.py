@@ -42,7 +42,7 @@ def test_enabled_exposes_port_10200():
     assert "from" not in rule  # any source unless networkPolicy.adapterIngressFrom narrows it
     for obj in objects:
         if obj["kind"] in ("Service", "Deployment", "NetworkPolicy"):
-            from tests import chart_validate as cv
+            from tests.support import chart_validate as cv
 
             cv.validate_core(obj)
 
