@@ -19,6 +19,7 @@ from adapter.predictor_client import PredictorClient
 from adapter.routes import health, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
+from adapter.shutdown import Drain
 from adapter.synthesis import AppContext
 from adapter.voice_library import VoiceLibrary
 
@@ -58,14 +59,16 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     """`locator` replaces the one the settings imply (PREDICTOR_URL or InferenceService discovery)."""
     metrics = Metrics()
     predictor = PredictorClient(locator or make_locator(settings), settings.predictor_timeout_s)
+    slots = SlotPool(settings.max_concurrent_requests)
     ctx = AppContext(
         settings=settings,
         predictor=predictor,
         voices=VoiceLibrary(
             settings.voices_dir, settings.default_voice, settings.voice_min_seconds, settings.voice_max_seconds
         ),
-        slots=SlotPool(settings.max_concurrent_requests),
+        slots=slots,
         metrics=metrics,
+        drain=Drain(settings.drain_timeout_s, in_flight=lambda: slots.in_use),
     )
 
     @asynccontextmanager

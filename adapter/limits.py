@@ -5,6 +5,10 @@ from __future__ import annotations
 from adapter.errors import APIError
 
 RETRY_AFTER_S = 1
+# A WebSocket message is a small JSON command (text up to MAX_TEXT_LENGTH); larger frames close with 1009.
+WS_MAX_MESSAGE_BYTES = 1024 * 1024
+# The request line plus all headers; a larger head is refused with 400 before any route runs.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class Slot:

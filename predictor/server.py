@@ -20,6 +20,7 @@ from . import __version__
 from .engine.engine import SAMPLE_RATE
 from .model import PredictorError
 from .service import StreamSummary, SynthesisError, SynthesisService
+from .shutdown import RETRY_AFTER_S
 
 
 class GenerateStreamRequest(BaseModel):
@@ -41,7 +42,8 @@ def _event(payload: dict) -> bytes:
 
 def add_routes(app: FastAPI, service: SynthesisService) -> None:
     async def predictor_error_handler(_: Request, exc: PredictorError) -> JSONResponse:
-        return JSONResponse(status_code=exc.http_status, content={"error": exc.message})
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.http_status in (429, 503) else None
+        return JSONResponse(status_code=exc.http_status, content={"error": exc.message}, headers=retry)
 
     app.add_exception_handler(PredictorError, predictor_error_handler)
 
@@ -53,7 +55,7 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             "device": engine.device,
             "version": __version__,
             "sample_rate": SAMPLE_RATE,
-            "ready": engine.ready,
+            "ready": engine.ready and not service.drain.draining,
             "max_concurrent_requests": service.capacity,
             "max_text_length": engine.settings.max_text_length,
             "max_new_tokens": engine.settings.max_new_tokens,

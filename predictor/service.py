@@ -16,6 +16,7 @@ from . import metrics
 from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
 from .engine.params import ParameterError
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
+from .shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
@@ -46,15 +47,25 @@ _END = object()  # next()'s default: the engine has no more steps
 
 
 class SynthesisService:
-    def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int, torch_thread: TorchThread):
+    def __init__(
+        self,
+        engine: ChatterboxEngine,
+        max_concurrent_requests: int,
+        torch_thread: TorchThread,
+        drain_timeout_s: float = 30.0,
+    ):
         self.engine = engine
         self.torch_thread = torch_thread
         self.capacity = max_concurrent_requests
         self._in_flight = 0
         self._lock = threading.Lock()
+        self.drain = Drain(drain_timeout_s, in_flight=lambda: self._in_flight)
 
     def _admit(self, model: str) -> None:
         with self._lock:
+            if self.drain.draining:
+                metrics.REQUESTS.labels(model=model, outcome="rejected_shutdown").inc()
+                raise SynthesisError(SHUTTING_DOWN, status=503)
             if self._in_flight >= self.capacity:
                 metrics.REQUESTS.labels(model=model, outcome="rejected_busy").inc()
                 raise SynthesisError(
@@ -99,6 +110,9 @@ class SynthesisService:
                 chunk = await asyncio.shield(self.torch_thread.run(next, iterator, _END))
                 if chunk is _END:
                     break
+                if self.drain.expired:
+                    outcome = "shutdown"
+                    raise SynthesisError(CUT_AT_BOUND, status=503)
                 if chunk is None:  # a pause between steps: others had their turn
                     continue
                 now = time.perf_counter()
@@ -118,7 +132,7 @@ class SynthesisService:
             if summary.samples:
                 metrics.REAL_TIME_FACTOR.labels(model=model).observe(elapsed / summary.duration_seconds)
         except SynthesisError:
-            outcome = "bad_request"
+            outcome = "shutdown" if outcome == "shutdown" else "bad_request"
             raise
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
