@@ -85,8 +85,11 @@ def _start(cmd: list[str], env: dict, log_dir: Path, name: str, port: int) -> Se
     raise RuntimeError(f"{name} did not open port {port}:\n{server.log()}")
 
 
-def start_fake_predictor(voices_dir: Path, log_dir: Path, models: str = "standard,turbo") -> Server:
-    port = free_port()
+def start_fake_predictor(
+    voices_dir: Path, log_dir: Path, models: str = "standard,turbo", port: int | None = None
+) -> Server:
+    """`port`: restart on a known address (a predictor coming back after a crash)."""
+    port = port or free_port()
     cmd = [
         sys.executable,
         str(FAKE_PREDICTOR),
