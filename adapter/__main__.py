@@ -38,7 +38,7 @@ def main() -> int:
         log_level=level,
         # Probes and scrapers hit /health and /metrics constantly; access logs only when debugging.
         access_log=level in ("debug", "trace"),
-        # h11 enforces a cap on the request head (httptools has none): oversized headers get a 400.
+        # h11 caps a request head while it is still arriving (httptools buffers any size).
         http="h11",
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         ws_max_size=WS_MAX_MESSAGE_BYTES,

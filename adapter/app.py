@@ -13,7 +13,7 @@ from adapter import __version__
 from adapter.auth import require_token
 from adapter.discovery import PredictorLocator, make_locator
 from adapter.errors import install_error_handlers
-from adapter.limits import SlotPool
+from adapter.limits import HeaderSizeLimit, SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
 from adapter.predictor_client import PredictorClient
 from adapter.routes import health, tts, voices, ws
@@ -89,6 +89,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.state.ctx = ctx
     install_error_handlers(app, RANGES)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeaderSizeLimit)
 
     protected = [Depends(require_token)]
     app.include_router(health.router)

@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 SHUTTING_DOWN = "server is shutting down; retry on another replica"
 CUT_AT_BOUND = "server is shutting down: generation stopped at the drain bound (DRAIN_TIMEOUT_S)"
 RETRY_AFTER_S = 1
-# After the bound, each request stops at its next engine step; this is how long that may take.
-_CUT_GRACE_S = 10.0
+# After the bound, each request stops at its next engine step (10 tokens, or one vocoder chunk):
+# well under a second on a GPU, tens of seconds on a busy CPU. The process exits within
+# DRAIN_TIMEOUT_S + this (usually + one step), then kserve's own stop.
+CUT_GRACE_S = 30.0
 _POLL_S = 0.05
 
 
@@ -70,7 +72,7 @@ class Drain:
         if self.in_flight():
             logger.warning("drain bound passed with %d request(s) running: ending them", self.in_flight())
             self.expired = True
-            await _until_idle(self.in_flight, _CUT_GRACE_S)
+            await _until_idle(self.in_flight, CUT_GRACE_S)
         logger.info("drain finished; stopping the servers")
         if callable(then):
             then(signum, None)
