@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import soxr
 
-MODEL_SAMPLE_RATE = 24000
+from contract.variants import SAMPLE_RATE
+
 # A streamed WAV cannot know its length up front; 0xFFFFFFFF is the customary "unknown" size that
 # players and decoders (ffmpeg, browsers, libsndfile) read as "until the end of the stream".
 STREAMING_WAV_SIZE = 0xFFFFFFFF
@@ -87,7 +88,7 @@ class Encoder:
     output is a playable file (see STREAMING_WAV_SIZE); pcm_s16le output has no header.
     """
 
-    def __init__(self, fmt: str, sample_rate: int, in_rate: int = MODEL_SAMPLE_RATE):
+    def __init__(self, fmt: str, sample_rate: int, in_rate: int = SAMPLE_RATE):
         self.format = fmt
         self.sample_rate = sample_rate
         self._resampler = StreamResampler(in_rate, sample_rate)
@@ -106,7 +107,7 @@ class Encoder:
         return self.samples_out / self.sample_rate
 
 
-def encode_whole(samples: np.ndarray, fmt: str, sample_rate: int, in_rate: int = MODEL_SAMPLE_RATE) -> bytes:
+def encode_whole(samples: np.ndarray, fmt: str, sample_rate: int, in_rate: int = SAMPLE_RATE) -> bytes:
     """A complete file (exact WAV sizes) from all the audio at once."""
     resampled = StreamResampler(in_rate, sample_rate).process(samples, last=True)
     pcm = to_pcm16(resampled)

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
-from adapter.predictor_client import AudioStream, PredictorError, StreamedAudio
+from adapter.predictor_client import AudioStream, StreamedAudio
 from adapter.shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
+from contract.errors import ServiceError
+from contract.params import ParameterError, check_language
 
 if TYPE_CHECKING:
     from adapter.limits import SlotPool
@@ -34,7 +36,7 @@ class AppContext:
     drain: Drain
 
 
-def relay(exc: PredictorError) -> APIError:
+def relay(exc: ServiceError) -> APIError:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
     return APIError(exc.status, exc.message, headers)
 
@@ -47,6 +49,10 @@ class Synthesis:
         if ctx.drain.draining:
             raise APIError(503, SHUTTING_DOWN, {"Retry-After": str(RETRY_AFTER_S)})
         check_text_length(request.text, ctx.settings.max_text_length)
+        try:
+            check_language(request.model, request.language_id)
+        except ParameterError as exc:
+            raise APIError(400, str(exc)) from None
         voice = ctx.voices.voice_for_request(request.voice.audio_prompt_path, connection_voice)
         self._slot: Slot | None = ctx.slots.try_acquire()
         self._ctx = ctx
@@ -66,8 +72,8 @@ class Synthesis:
         params = self._request.voice.sampling_parameters()
         if self.voice is not None:
             params["voice"] = self.voice
-        # The seed's examples send language_id with every model; only multilingual uses it.
-        if self._request.language_id and self._request.model == "multilingual":
+        # The seed's examples send language_id with every model; the predictor checks it on each.
+        if self._request.language_id:
             params["language_id"] = self._request.language_id
         return params
 
@@ -78,7 +84,7 @@ class Synthesis:
                     self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream
                 )
             )
-        except PredictorError as exc:
+        except ServiceError as exc:
             raise relay(exc) from None
 
     async def _unless_cut(self, work: Awaitable[T]) -> T:
@@ -116,7 +122,7 @@ class Synthesis:
                     metrics.inter_chunk_gap.labels(self._transport, self._request.model).observe(now - previous)
                 previous = now
                 yield chunk
-        except PredictorError as exc:
+        except ServiceError as exc:
             raise relay(exc) from None
 
     async def close(self, outcome: str | None = None, audio_seconds: float = 0.0) -> None:

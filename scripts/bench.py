@@ -57,11 +57,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from predictor.engine.variants import VARIANT_NAMES, VARIANTS
+from contract.params import defaults_for
+from contract.variants import SAMPLE_RATE, VARIANT_NAMES
+from predictor.engine.variants import VARIANT_SPECS
 from predictor.random_weights import write_reference_wav
 
 from .bench_cpu import CpuMonitor
-from .bench_predictor import SAMPLE_RATE, PredictorProcess
+from .bench_predictor import PredictorProcess
 from .upstream import load_upstream, upstream_generate
 
 VOICE = "ref.wav"
@@ -150,7 +152,8 @@ def free_memory() -> None:
 
 
 def upstream_extra(variant: str) -> dict:
-    return {"language_id": "en"} if variant == "multilingual" else {}
+    # Explicit values on both sides: the predictor's defaults are the seed's, upstream's differ.
+    return defaults_for(variant)
 
 
 def sync(device: str) -> None:
@@ -538,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             ctx.predictor = PredictorProcess(weights, Path(voices), [variant], device, args.threads)
             try:
                 if "main" in args.tables:
-                    log(f"{variant}: loading upstream {VARIANTS[variant].class_name}.from_local ...")
-                    load_s, model = timed(device, lambda: load_upstream(variant, weights, device))
+                    log(f"{variant}: loading upstream {VARIANT_SPECS[variant].class_name}.from_local ...")
+                    load_s, model = timed(device, lambda variant=variant: load_upstream(variant, weights, device))
                     log(f"{variant}: upstream loaded in {load_s:.1f} s")
                     try:
                         results["main"].append(main_table(ctx, variant, model, load_s))

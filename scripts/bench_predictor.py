@@ -3,12 +3,8 @@ V2 REST infer route and its SSE streaming route (docs/predictor-api.md)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from .processes import free_port, stop_process
+from contract.stream import STREAM_PATH, ChunkEvent, DoneEvent, ErrorEvent, EventReader, GenerateStreamRequest
+
+from .processes import ManagedProcess, free_port, predictor_command
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_RATE = 24000
 BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous call may free a moment late
 
 
@@ -47,55 +44,24 @@ class PredictorProcess:
         )
         if threads:
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-predictor-", suffix=".log", delete=False)
-        self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "predictor",
-                "--model_dir",
-                str(weights),
-                "--http_port",
-                str(self.http_port),
-                "--grpc_port",
-                str(self.grpc_port),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.process = ManagedProcess(
+            predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
         )
-        self.launched = time.monotonic()
+        self.popen = self.process.popen
         self.session = requests.Session()
-
-    def output_tail(self, chars: int = 4000) -> str:
-        with open(self.log.name, errors="replace") as handle:
-            return handle.read()[-chars:]
 
     def wait_ready(self, timeout: float = 900.0) -> float:
         """Block until /v2/health/ready answers 200; returns the seconds since launch."""
-        started = self.launched
-        while time.monotonic() - started < timeout:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"predictor exited with {self.popen.returncode}:\n{self.output_tail()}")
-            try:
-                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"predictor not ready after {timeout:.0f} s:\n{self.output_tail()}")
+        return self.process.wait_http(f"{self.url}/v2/health/ready", timeout)
 
     def info(self) -> dict:
         return self.session.get(f"{self.url}/v2/chatterbox/info", timeout=10).json()
 
     def stop(self) -> None:
         self.session.close()
-        stop_process(self.popen)
-        try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
+        self.process.stop()
+        if self.process.log_path is not None:
+            self.process.log_path.unlink(missing_ok=True)
 
     # ---- timed calls -------------------------------------------------------------------------
     def _post(self, path: str, body: dict, stream: bool) -> tuple[requests.Response, float]:
@@ -135,34 +101,27 @@ class PredictorProcess:
 
     def stream(self, model: str, text: str, parameters: dict) -> StreamResult:
         """generate_stream (SSE): time to the first `chunk` event and to the `done` event."""
-        response, sent = self._post(
-            f"/v2/models/{model}/generate_stream", {"text_input": text, "parameters": parameters}, stream=True
-        )
+        request = GenerateStreamRequest(text_input=text, parameters=parameters)
+        response, sent = self._post(STREAM_PATH.format(model=model), request.model_dump(), stream=True)
         result = StreamResult()
-        buffer = b""
+        reader = EventReader()
         chunks: list[np.ndarray] = []
         try:
             # chunk_size=None: hand over bytes as they arrive, so an event is seen as soon as it is whole.
-            for data in response.iter_content(chunk_size=None):
-                buffer += data
-                while b"\n\n" in buffer:
-                    raw, buffer = buffer.split(b"\n\n", 1)
-                    if not raw.startswith(b"data:"):
-                        continue
-                    event = json.loads(raw[len(b"data:") :])
-                    now = time.perf_counter()
-                    if event["type"] == "chunk":
-                        if result.first_chunk_seconds is None:
-                            result.first_chunk_seconds = now - sent
-                        chunks.append(np.frombuffer(base64.b64decode(event["audio_b64"]), dtype="<f4"))
-                        result.chunk_times.append(now - sent)
-                    elif event["type"] == "done":
-                        result.total_seconds = now - sent
-                        result.speech_tokens = event.get("speech_tokens")
-                    elif event["type"] == "error":
-                        raise RuntimeError(f"stream error {event.get('code')}: {event.get('message')}")
-                if result.total_seconds is not None:
+            for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+                event = reader.feed(line)
+                now = time.perf_counter()
+                if isinstance(event, ChunkEvent):
+                    if result.first_chunk_seconds is None:
+                        result.first_chunk_seconds = now - sent
+                    chunks.append(event.samples())
+                    result.chunk_times.append(now - sent)
+                elif isinstance(event, DoneEvent):
+                    result.total_seconds = now - sent
+                    result.speech_tokens = event.speech_tokens
                     break
+                elif isinstance(event, ErrorEvent):
+                    raise RuntimeError(f"stream error {event.code}: {event.message}")
         finally:
             response.close()
         if result.total_seconds is None or result.first_chunk_seconds is None:

@@ -16,7 +16,7 @@ import pytest
 import requests
 import websockets
 
-from tests.adapter_fixtures import start_adapter, start_fake_predictor
+from tests.support.servers import start_adapter, start_fake_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def _served_meanwhile(adapter) -> None:
 
 
 def test_an_http_client_that_stops_reading_is_dropped_and_frees_its_slot(adapter):
-    rss_before = psutil.Process(adapter.process.pid).memory_info().rss
+    rss_before = psutil.Process(adapter.popen.pid).memory_info().rss
     sock = _small_window_socket(adapter.port)
     body = json.dumps({"text": "A lot of audio. [flood]", "audio": {"format": "pcm", "stream": True}}).encode()
     sock.sendall(
@@ -82,7 +82,7 @@ def test_an_http_client_that_stops_reading_is_dropped_and_frees_its_slot(adapter
         assert _in_flight(adapter) == 1
         _served_meanwhile(adapter)
         freed_s = _wait_slots_free(adapter, DROPPED_WITHIN_S)
-        rss_growth = psutil.Process(adapter.process.pid).memory_info().rss - rss_before
+        rss_growth = psutil.Process(adapter.popen.pid).memory_info().rss - rss_before
         _served_meanwhile(adapter)
         # When it reads at last, its transfer is incomplete: the chunked body never ends.
         sock.settimeout(10)
@@ -98,7 +98,7 @@ def test_an_http_client_that_stops_reading_is_dropped_and_frees_its_slot(adapter
 
 
 def test_a_websocket_client_that_never_reads_is_dropped_with_1008(adapter):
-    rss_before = psutil.Process(adapter.process.pid).memory_info().rss
+    rss_before = psutil.Process(adapter.popen.pid).memory_info().rss
 
     async def scenario():
         # websockets stops reading the socket once 16 messages wait unread (max_queue).
@@ -108,7 +108,7 @@ def test_a_websocket_client_that_never_reads_is_dropped_with_1008(adapter):
         assert await asyncio.to_thread(_in_flight, adapter) == 1
         await asyncio.to_thread(_served_meanwhile, adapter)
         freed = await asyncio.to_thread(_wait_slots_free, adapter, DROPPED_WITHIN_S)
-        growth = psutil.Process(adapter.process.pid).memory_info().rss - rss_before
+        growth = psutil.Process(adapter.popen.pid).memory_info().rss - rss_before
         await asyncio.to_thread(_served_meanwhile, adapter)
         received = []
         with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from adapter.voice_library import DEFAULT_FILE, TEMP_PREFIX
-from tests.adapter_fixtures import make_audio, start_adapter, start_fake_predictor
+from tests.support.servers import make_audio, start_adapter, start_fake_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +82,8 @@ def test_kill_9_during_a_15_mb_upload_leaves_no_file_after_restart(fake, tmp_pat
             while not _leftovers(voices):
                 assert time.monotonic() < deadline, "the upload never reached VOICES_DIR"
                 time.sleep(0.001)
-        adapter.process.kill()
-        adapter.process.wait(10)
+        adapter.popen.kill()
+        adapter.popen.wait(10)
         conn.close()
         restarted = start_adapter(fake.url, voices, tmp_path)
         try:

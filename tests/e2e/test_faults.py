@@ -16,7 +16,7 @@ import pytest
 import requests
 import websockets
 
-from tests.adapter_fixtures import start_adapter, start_fake_predictor
+from tests.support.servers import start_adapter, start_fake_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +69,13 @@ def test_predictor_killed_mid_stream_then_back_on_the_same_address(tmp_path):
 
         async def killed():
             ws = await _first_ws_chunk(adapter.ws_url, "Cut short. [slow]")
-            fake.process.kill()
+            fake.popen.kill()
             error = await _next_non_chunk(ws, 10)
             await ws.close()
             return error
 
         error = asyncio.run(killed())
-        fake.process.wait(10)
+        fake.popen.wait(10)
         assert error["type"] == "error" and error["id"] == "s" and error["code"] == 502, error
         assert "predictor" in error["message"] and "broke off" in error["message"], error
         # The HTTP stream had sent its headers: it must end as a failed transfer, not a shorter file.
@@ -163,7 +163,7 @@ def test_a_stream_stalled_mid_way_fails_after_the_timeout(tmp_path):
 
         async def stalled():
             ws = await _first_ws_chunk(adapter.ws_url, "Stalls. [slow]")
-            fake.process.send_signal(signal.SIGSTOP)  # the process stops; its sockets stay open
+            fake.popen.send_signal(signal.SIGSTOP)  # the process stops; its sockets stay open
             started = time.monotonic()
             error = await _next_non_chunk(ws, 30)
             elapsed = time.monotonic() - started
@@ -177,7 +177,7 @@ def test_a_stream_stalled_mid_way_fails_after_the_timeout(tmp_path):
             for _ in http_body:
                 pass
     finally:
-        fake.process.send_signal(signal.SIGCONT)
+        fake.popen.send_signal(signal.SIGCONT)
         adapter.stop()
         fake.stop()
     assert ws_s < 2.0 + 3.0, ws_s

@@ -13,8 +13,7 @@ import pytest
 import requests
 import websockets
 
-from tests.adapter_fixtures import start_adapter, start_fake_predictor
-from tests.conftest import start_predictor
+from tests.support.servers import start_adapter, start_fake_predictor, start_predictor
 
 pytestmark = pytest.mark.slow
 

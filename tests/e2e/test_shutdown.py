@@ -21,8 +21,7 @@ import websockets
 from tritonclient.utils import InferenceServerException
 
 from predictor.shutdown import CUT_GRACE_S
-from tests.adapter_fixtures import start_adapter, start_fake_predictor
-from tests.conftest import start_predictor
+from tests.support.servers import start_adapter, start_fake_predictor, start_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +90,7 @@ def test_adapter_sigterm_lets_a_websocket_stream_finish(fake, tmp_path):
             assert json.loads(await ws.recv())["type"] == "chunk"
             racer = threading.Thread(target=post_at_signal)
             racer.start()
-            adapter.process.send_signal(signal.SIGTERM)
+            adapter.popen.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             took = await asyncio.to_thread(_wait_status, f"{adapter.url}/health", 503, 5)
             health = await asyncio.to_thread(requests.get, f"{adapter.url}/health")
@@ -115,7 +114,7 @@ def test_adapter_sigterm_lets_a_websocket_stream_finish(fake, tmp_path):
     try:
         took, drained = asyncio.run(scenario())
         assert took < 2.0, f"/health turned 503 only after {took:.2f} s"
-        assert adapter.process.wait(ADAPTER_EXIT_S) in EXITED_ON_SIGTERM
+        assert adapter.popen.wait(ADAPTER_EXIT_S) in EXITED_ON_SIGTERM
         _served_or_refused(instant)
     finally:
         adapter.stop()
@@ -138,7 +137,7 @@ def test_adapter_drain_bound_ends_streams_with_an_error(fake, tmp_path):
             assert json.loads(await ws.recv())["type"] == "ready"
             await ws.send(json.dumps({"type": "say", "id": "w", "text": "Endless. [slow]"}))
             assert json.loads(await ws.recv())["type"] == "chunk"
-            adapter.process.send_signal(signal.SIGTERM)
+            adapter.popen.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), ADAPTER_EXIT_S))
@@ -159,7 +158,7 @@ def test_adapter_drain_bound_ends_streams_with_an_error(fake, tmp_path):
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             for _ in body:
                 pass
-        assert adapter.process.wait(ADAPTER_EXIT_S) in EXITED_ON_SIGTERM
+        assert adapter.popen.wait(ADAPTER_EXIT_S) in EXITED_ON_SIGTERM
     finally:
         adapter.stop()
     assert 1.0 <= ended < 1.0 + 5.0, f"the stream ended {ended:.2f} s after SIGTERM (bound 1 s + 5 s grace)"

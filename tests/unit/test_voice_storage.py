@@ -13,7 +13,7 @@ import pytest
 from adapter import voice_library
 from adapter.errors import APIError
 from adapter.voice_library import DEFAULT_FILE, TEMP_PREFIX, VoiceLibrary, remove_stale_temps
-from tests.adapter_fixtures import make_audio
+from tests.support.servers import make_audio
 
 
 def _full_disk(*_args, **_kwargs):
