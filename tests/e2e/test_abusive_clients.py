@@ -102,7 +102,9 @@ def test_a_websocket_client_that_never_reads_is_dropped_with_1008(adapter):
 
     async def scenario():
         # websockets stops reading the socket once 16 messages wait unread (max_queue).
-        ws = await websockets.connect(adapter.ws_url, sock=_small_window_socket(adapter.port), max_queue=4)
+        ws = await websockets.connect(
+            adapter.ws_url, sock=_small_window_socket(adapter.port), max_queue=4, ping_interval=None
+        )
         await ws.send(json.dumps({"type": "say", "id": "f", "text": "A lot of audio. [flood]"}))
         await asyncio.sleep(0.5)
         assert await asyncio.to_thread(_in_flight, adapter) == 1
