@@ -63,8 +63,8 @@ def _small_window_socket(port: int) -> socket.socket:
 
 
 def _served_meanwhile(adapter) -> None:
-    assert requests.get(f"{adapter.url}/api/voices", timeout=10).status_code == 200
-    response = requests.post(f"{adapter.url}/api/tts", json={"text": "Meanwhile."}, timeout=30)
+    assert requests.get(f"{adapter.url}/api/voices", timeout=60).status_code == 200
+    response = requests.post(f"{adapter.url}/api/tts", json={"text": "Meanwhile."}, timeout=60)
     assert response.status_code == 200 and len(response.content) > 44
 
 
