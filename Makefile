@@ -18,7 +18,7 @@ TEST_WEIGHTS := build/random-weights
 PREDICTOR_HTTP_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8082
 
-.PHONY: setup test lint run bench random-weights manifests chart-readme clean
+.PHONY: setup test lint run bench random-weights manifests chart-readme clean fuzz soak
 
 setup: $(SETUP_STAMP)
 
@@ -55,6 +55,10 @@ $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
 # `make test` also installs the test tools (helm, the chart README generator, checkov, chromium); `make run` needs none.
 test: $(SETUP_STAMP) test-tools lint $(TEST_WEIGHTS)/.complete
 	CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q tests
+
+# The schema fuzz of `make test`, deeper: more examples per route (FUZZ_EXAMPLES) and a seed to vary (FUZZ_SEED).
+fuzz: $(SETUP_STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} FUZZ_SEED=$${FUZZ_SEED:-1313} $(PY) -m pytest -q -s tests/e2e/test_fuzz.py
 
 lint: $(SETUP_STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,9 @@ import sys
 import uvicorn
 
 from adapter.app import create_app
+from adapter.limits import MAX_HEADER_BYTES, WS_MAX_MESSAGE_BYTES
 from adapter.settings import Settings, SettingsError
+from adapter.shutdown import UVICORN_GRACE_S, DrainingServer
 
 
 def main() -> int:
@@ -29,14 +31,20 @@ def main() -> int:
     except ValueError as exc:
         print(f"adapter: configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=level,
         # Probes and scrapers hit /health and /metrics constantly; access logs only when debugging.
         access_log=level in ("debug", "trace"),
+        # h11 caps a request head while it is still arriving (httptools buffers any size).
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        timeout_graceful_shutdown=UVICORN_GRACE_S,
     )
+    DrainingServer(config, app.state.ctx.drain).run()
     return 0
 
 

@@ -14,13 +14,14 @@ from adapter import __version__
 from adapter.auth import require_token
 from adapter.discovery import PredictorLocator, make_locator
 from adapter.errors import install_error_handlers
-from adapter.limits import SlotPool
+from adapter.limits import HeaderSizeLimit, SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
 from adapter.openai import build_router as openai_router
 from adapter.predictor_client import PredictorClient
 from adapter.routes import health, page, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
+from adapter.shutdown import Drain
 from adapter.synthesis import AppContext
 from adapter.voice_library import VoiceLibrary
 from adapter.wyoming import serve_wyoming
@@ -62,14 +63,16 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     """`locator` replaces the one the settings imply (PREDICTOR_URL or InferenceService discovery)."""
     metrics = Metrics()
     predictor = PredictorClient(locator or make_locator(settings), settings.predictor_timeout_s)
+    slots = SlotPool(settings.max_concurrent_requests)
     ctx = AppContext(
         settings=settings,
         predictor=predictor,
         voices=VoiceLibrary(
             settings.voices_dir, settings.default_voice, settings.voice_min_seconds, settings.voice_max_seconds
         ),
-        slots=SlotPool(settings.max_concurrent_requests),
+        slots=slots,
         metrics=metrics,
+        drain=Drain(settings.drain_timeout_s, in_flight=lambda: slots.in_use),
     )
 
     @asynccontextmanager
@@ -91,6 +94,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.state.ctx = ctx
     install_error_handlers(app, RANGES)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeaderSizeLimit)
 
     protected = [Depends(require_token)]
     app.include_router(health.router)

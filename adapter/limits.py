@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from adapter.errors import APIError
+import json
+
+from adapter.errors import APIError, error_body
 
 RETRY_AFTER_S = 1
+# A WebSocket message is a small JSON command (text up to MAX_TEXT_LENGTH); larger frames close with 1009.
+WS_MAX_MESSAGE_BYTES = 1024 * 1024
+# All request headers together. A head that arrives in pieces is capped by h11 (400) while it is
+# read; one that arrives whole is refused by HeaderSizeLimit (431) before any route runs.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class Slot:
@@ -47,3 +54,26 @@ class SlotPool:
 def check_text_length(text: str, limit: int) -> None:
     if len(text) > limit:
         raise APIError(413, f"text is {len(text)} characters; the limit is {limit} (MAX_TEXT_LENGTH)")
+
+
+class HeaderSizeLimit:
+    """Pure ASGI middleware: 431 for requests whose headers add up to more than `limit` bytes."""
+
+    def __init__(self, app, limit: int = MAX_HEADER_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                message = f"request headers are {size} bytes; the limit is {self.limit}"
+                if scope["type"] == "websocket":  # refuses the handshake (HTTP 403)
+                    await send({"type": "websocket.close", "code": 1009, "reason": message[:120]})
+                    return
+                body = json.dumps(error_body(431, message)).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 431, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -245,7 +245,7 @@ class UploadResult(VoiceInfo):
 
 
 class Health(BaseModel):
-    status: str = Field(description="healthy, predictor_unavailable or predictor_not_ready")
+    status: str = Field(description="healthy, predictor_unavailable, predictor_not_ready or shutting_down")
     loaded_models: list[str]
     device: str | None
     version: str

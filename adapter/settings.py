@@ -47,6 +47,10 @@ class Settings:
     log_level: str = "info"
     wyoming_port: int = 10200  # Wyoming (Home Assistant) TTS server on HOST; 0 turns it off
     openai_model_map: str | None = None  # JSON, laid over adapter/openai/serving.py's DEFAULT_MODEL_MAP
+    # Seconds a SIGTERM waits for syntheses in flight before ending them (adapter/shutdown.py).
+    drain_timeout_s: float = 30.0
+    # Seconds a client may leave sent audio unread before it is dropped (its slot is then freed).
+    client_send_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +78,8 @@ class Settings:
             (self.max_concurrent_requests >= 1, "MAX_CONCURRENT_REQUESTS must be at least 1"),
             (self.max_text_length >= 1, "MAX_TEXT_LENGTH must be at least 1"),
             (self.max_upload_bytes >= 1024, "MAX_UPLOAD_BYTES must be at least 1024"),
+            (self.drain_timeout_s >= 0, "DRAIN_TIMEOUT_S must not be negative"),
+            (self.client_send_timeout_s > 0, "CLIENT_SEND_TIMEOUT_S must be positive"),
             (
                 0 <= self.voice_min_seconds < self.voice_max_seconds,
                 "VOICE_MIN_SECONDS must be >= 0 and below VOICE_MAX_SECONDS",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
 from adapter.predictor_client import AudioStream, StreamedAudio
+from adapter.shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
 from contract.errors import ServiceError
 from contract.params import ParameterError, check_language
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from adapter.settings import Settings
     from adapter.voice_library import VoiceLibrary
 
+T = TypeVar("T")
+
 
 @dataclass
 class AppContext:
@@ -29,10 +33,11 @@ class AppContext:
     voices: VoiceLibrary
     slots: SlotPool
     metrics: Metrics
+    drain: Drain
 
 
 def relay(exc: ServiceError) -> APIError:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
     return APIError(exc.status, exc.message, headers)
 
 
@@ -41,6 +46,8 @@ class Synthesis:
     nothing upstream; `close()` must follow on every path and is safe to repeat."""
 
     def __init__(self, ctx: AppContext, request: _TextRequest, transport: str, connection_voice: str | None = None):
+        if ctx.drain.draining:
+            raise APIError(503, SHUTTING_DOWN, {"Retry-After": str(RETRY_AFTER_S)})
         check_text_length(request.text, ctx.settings.max_text_length)
         try:
             check_language(request.model, request.language_id)
@@ -56,6 +63,10 @@ class Synthesis:
         self.voice = voice
         self.outcome = "error"
         ctx.metrics.in_flight.inc()
+
+    @property
+    def client_send_timeout_s(self) -> float:
+        return self._ctx.settings.client_send_timeout_s
 
     def parameters(self) -> dict:
         params = self._request.voice.sampling_parameters()
@@ -73,19 +84,40 @@ class Synthesis:
 
     async def open(self) -> None:
         try:
-            self._stream = await self._ctx.predictor.open_stream(
-                self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream
+            self._stream = await self._unless_cut(
+                self._ctx.predictor.open_stream(
+                    self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream
+                )
             )
         except ServiceError as exc:
             raise relay(exc) from None
+
+    async def _unless_cut(self, work: Awaitable[T]) -> T:
+        """Await `work`, unless the drain bound (adapter/shutdown.py) passes first: a synthesis must
+        end then even while it waits for the predictor."""
+        task = asyncio.ensure_future(work)
+        cut = asyncio.ensure_future(self._ctx.drain.expired.wait())
+        try:
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            was_cut = not task.done()
+            task.cancel()
+        if was_cut:
+            raise APIError(503, CUT_AT_BOUND)
+        return task.result()
 
     async def chunks(self) -> AsyncIterator[StreamedAudio]:
         if self._stream is None:
             await self.open()
         metrics = self._ctx.metrics
         previous: float | None = None
+        upstream = aiter(self._stream)
         try:
-            async for chunk in self._stream:
+            while True:
+                chunk = await self._unless_cut(anext(upstream, None))
+                if chunk is None:
+                    break
                 now = time.perf_counter()
                 if previous is None:
                     metrics.time_to_first_audio.labels(self._transport, self._request.model).observe(

@@ -6,11 +6,15 @@ voice) lives there and is re-read when it changes; nothing is kept only in one p
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -84,15 +88,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp(folder: Path, source: BinaryIO | bytes, suffix: str = ".tmp") -> Path:
-    """A hidden, fsynced temp file in `folder`, ready to be published with os.replace/os.link.
+TEMP_PREFIX = ".upload-"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def write_temp(folder: Path, source: BinaryIO | bytes, suffix: str = ".tmp") -> Iterator[Path]:
+    """A hidden, fsynced temp file in `folder`, to publish with os.replace/os.link inside the block;
+    whatever is left of it is removed on the way out.
 
     Hidden so that listings never show it; in `folder` so that publishing is a same-filesystem,
-    atomic rename.
+    atomic rename. It is flock()ed while it exists, which tells remove_stale_temps (another process
+    starting on the same folder) that it is in use; a process killed mid-write leaves it unlocked.
     """
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as out:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise _storage_error(exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(fd, "wb", closefd=False) as out:
             if isinstance(source, bytes):
                 out.write(source)
             else:
@@ -101,10 +116,43 @@ def write_temp(folder: Path, source: BinaryIO | bytes, suffix: str = ".tmp") -> 
             # mkstemp makes 0600 files; the predictor (maybe another user) must be able to read them.
             os.fchmod(out.fileno(), 0o644)
             os.fsync(out.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
+        yield Path(tmp)
+    except OSError as exc:
+        raise _storage_error(exc) from None
+    finally:
+        with suppress(FileNotFoundError):  # gone already once published with os.replace
+            os.unlink(tmp)
+        os.close(fd)
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in _DISK_FULL:
+        log.error("VOICES_DIR is full: %s", exc)
+        return APIError(507, "not enough space left in the voice folder (VOICES_DIR) to store this file")
+    return exc
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temp files that no live process holds (left by a crash mid-upload); returns how many."""
+    removed = 0
+    for path in folder.glob(TEMP_PREFIX + "*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a writer holds it
+        else:
+            with suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.warning("removed %d temp file(s) left in %s by an interrupted upload", removed, folder)
+    return removed
 
 
 # soundfile's format names for the containers the predictor accepts.
@@ -119,6 +167,8 @@ class VoiceLibrary:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("cannot create VOICES_DIR %s: %s", self.root, exc)
+        if self.root.is_dir():
+            remove_stale_temps(self.root)
         self.min_seconds = min_seconds
         self.max_seconds = max_seconds
         self._probe_cache: dict[str, tuple[tuple, AudioProbe | None]] = {}
@@ -215,8 +265,8 @@ class VoiceLibrary:
     def set_default(self, name: str | None) -> str | None:
         relative = self.resolve(name) if name is not None else None
         payload = json.dumps({"voice_path": relative}).encode()
-        tmp = write_temp(self.root, payload)
-        os.replace(tmp, self.root / DEFAULT_FILE)
+        with write_temp(self.root, payload) as tmp:
+            os.replace(tmp, self.root / DEFAULT_FILE)
         _fsync_dir(self.root)
         return relative
 
@@ -284,8 +334,7 @@ class VoiceLibrary:
         if known_suffix:
             name = self._upload_name(filename)
             self._refuse_existing(name, overwrite)
-        tmp = write_temp(self.root, source, suffix=".tmp" + (suffix if known_suffix else ""))
-        try:
+        with write_temp(self.root, source, suffix=".tmp" + (suffix if known_suffix else "")) as tmp:
             try:
                 probe = probe_audio(tmp, full_decode=True, stop_after_s=self.max_seconds + 1)
             except ValueError:
@@ -303,9 +352,6 @@ class VoiceLibrary:
                 )
             final = self.root / name
             existed = self._publish(tmp, final, overwrite)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         info = self._describe(name, final)
         info.update(overwritten=existed, format=probe.format)
         return info

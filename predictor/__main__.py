@@ -16,6 +16,7 @@ from .extension_routes import add_routes
 from .metrics import record_voice_cache
 from .model import ChatterboxModel
 from .service import SynthesisService
+from .shutdown import install_drain, wrap_server_readiness
 from .torch_thread import TorchThread
 from .upstream_patches import refuse_malformed_rest_requests
 
@@ -36,11 +37,14 @@ def main() -> None:
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
     torch_thread = TorchThread()
     torch_thread.call(engine.load)
-    service = SynthesisService(engine, settings.max_concurrent_requests, torch_thread)
+    service = SynthesisService(engine, settings.max_concurrent_requests, torch_thread, settings.drain_timeout_s)
     refuse_malformed_rest_requests()
     add_routes(kserve_app, service)
+    install_drain(kserve_app, service.drain)
     models = [ChatterboxModel(name, service) for name in engine.variants]
-    kserve.ModelServer().start(models)
+    server = kserve.ModelServer()
+    wrap_server_readiness(server.dataplane, service.drain)
+    server.start(models)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class PredictorSettings:
     max_new_tokens: int = 1000
     voice_cache_size: int = 32
     log_level: str = "info"
+    # Seconds a SIGTERM waits for requests in flight before ending them (predictor/shutdown.py).
+    drain_timeout_s: int = 30
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: tuple[int, ...] = field(default=(6, 25, 50))
 
@@ -80,6 +82,7 @@ class PredictorSettings:
             max_new_tokens=_env_int("MAX_NEW_TOKENS", 1000),
             voice_cache_size=_env_int("VOICE_CACHE_SIZE", 32),
             log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+            drain_timeout_s=_env_int("DRAIN_TIMEOUT_S", 30, minimum=0),
             stream_chunk_tokens=schedule,
         )
         if not settings.variants:

@@ -9,6 +9,9 @@ from grpc_interceptor.exceptions import GrpcException
 
 from contract.errors import ServiceError
 
+# Seconds a client should wait before retrying a 429 (busy) or 503 (shutting down).
+RETRY_AFTER_S = 1
+
 GRPC_CODES = {
     400: StatusCode.INVALID_ARGUMENT,
     404: StatusCode.NOT_FOUND,
@@ -30,6 +33,7 @@ def install_rest_handler(app: FastAPI) -> None:
     """ServiceError -> its status, with kserve's error body shape {"error": "..."}."""
 
     async def service_error_handler(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"error": exc.message})
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
+        return JSONResponse(status_code=exc.status, content={"error": exc.message}, headers=retry)
 
     app.add_exception_handler(ServiceError, service_error_handler)

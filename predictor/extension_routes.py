@@ -59,7 +59,7 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             "device": engine.device,
             "version": __version__,
             "sample_rate": SAMPLE_RATE,
-            "ready": engine.ready,
+            "ready": engine.ready and not service.drain.draining,
             "max_concurrent_requests": service.capacity,
             "max_text_length": engine.settings.max_text_length,
             "max_new_tokens": engine.settings.max_new_tokens,

@@ -101,6 +101,10 @@ class ChatterboxModel(Model):
     def get_output_types(self) -> list[dict]:
         return [{"name": "audio", "datatype": "FP32", "shape": [-1]}]
 
+    async def healthy(self) -> bool:
+        # Not ready while draining (predictor/shutdown.py), so that Kubernetes stops routing here.
+        return self.ready and not self.service.drain.draining
+
     def load(self) -> bool:
         # The engine loads every variant up front (ChatterboxEngine.load); a model is ready once its variant is in.
         self.ready = self.name in self.service.engine.variants

@@ -19,6 +19,7 @@ from contract.variants import SAMPLE_RATE
 from . import metrics
 from .engine.engine import AudioChunk, ChatterboxEngine
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
+from .shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
@@ -40,15 +41,25 @@ _END = object()  # next()'s default: the engine has no more steps
 
 
 class SynthesisService:
-    def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int, torch_thread: TorchThread):
+    def __init__(
+        self,
+        engine: ChatterboxEngine,
+        max_concurrent_requests: int,
+        torch_thread: TorchThread,
+        drain_timeout_s: float = 30.0,
+    ):
         self.engine = engine
         self.torch_thread = torch_thread
         self.capacity = max_concurrent_requests
         self._in_flight = 0
         self._lock = threading.Lock()
+        self.drain = Drain(drain_timeout_s, in_flight=lambda: self._in_flight)
 
     def _admit(self, model: str) -> None:
         with self._lock:
+            if self.drain.draining:
+                metrics.REQUESTS.labels(model=model, outcome="rejected_shutdown").inc()
+                raise ServiceError(503, SHUTTING_DOWN)
             if self._in_flight >= self.capacity:
                 metrics.REQUESTS.labels(model=model, outcome="rejected_busy").inc()
                 raise ServiceError(
@@ -93,6 +104,9 @@ class SynthesisService:
                 chunk = await asyncio.shield(self.torch_thread.run(next, iterator, _END))
                 if chunk is _END:
                     break
+                if self.drain.expired:
+                    outcome = "shutdown"
+                    raise ServiceError(503, CUT_AT_BOUND)
                 if chunk is None:  # a pause between steps: others had their turn
                     continue
                 now = time.perf_counter()
@@ -112,7 +126,7 @@ class SynthesisService:
             if summary.samples:
                 metrics.REAL_TIME_FACTOR.labels(model=model).observe(elapsed / summary.duration_seconds)
         except ServiceError:
-            outcome = "bad_request"
+            outcome = "shutdown" if outcome == "shutdown" else "bad_request"
             raise
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"

@@ -21,6 +21,8 @@ router = APIRouter(tags=["health"])
     "/health", response_model=Health, responses={503: {"model": Health}}, summary="Service health (no authentication)"
 )
 async def health(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
+    if ctx.drain.draining:  # stop routing here while in-flight work finishes
+        return _unhealthy("shutting_down", "the server is shutting down")
     ready, info = await asyncio.gather(ctx.predictor.ready(), ctx.predictor.info(), return_exceptions=True)
     if isinstance(info, ServiceError):
         return _unhealthy("predictor_unavailable", info.message)

@@ -65,6 +65,7 @@ class SynthesisStreamingResponse(StreamingResponse):
         super().__init__(content, **kwargs)
         self._synthesis = synthesis
         self._encoder = encoder
+        self._send_timeout_s = synthesis.client_send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "cancelled"
@@ -79,7 +80,13 @@ class SynthesisStreamingResponse(StreamingResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
             async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # A client that stops reading makes send() wait once the socket buffers are full:
+                # past the timeout it is dropped, which frees its slot and caps what is buffered.
+                message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                await asyncio.wait_for(send(message), self._send_timeout_s)
+        except TimeoutError:
+            log.warning("HTTP client read nothing for %s s: dropping it", self._send_timeout_s)
+            return
         except APIError as exc:
             # Headers are gone already; leaving the chunked body unterminated makes the client
             # see a failed transfer instead of a silently truncated file.

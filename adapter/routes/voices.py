@@ -48,7 +48,7 @@ async def get_default_voice(ctx: AppContext = Depends(get_ctx)) -> dict:
     "/api/voice/default",
     response_model=DefaultVoice,
     summary="Set (or clear) the shared default voice",
-    responses=_errors(400, 401, 404, 422),
+    responses=_errors(400, 401, 404, 422, 507),
 )
 async def set_default_voice(body: SetDefaultVoice, ctx: AppContext = Depends(get_ctx)) -> dict:
     await run_in_threadpool(ctx.voices.set_default, body.voice_path)
@@ -128,7 +128,7 @@ _UPLOAD_BODY = {
     response_model=UploadResult,
     openapi_extra=_UPLOAD_BODY,
     summary="Upload a reference voice (multipart field 'file')",
-    responses=_errors(400, 401, 409, 413, 415, 422),
+    responses=_errors(400, 401, 409, 413, 415, 422, 507),
 )
 async def upload_voice(
     request: Request,

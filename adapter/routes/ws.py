@@ -27,14 +27,18 @@ from adapter.schemas import (
     VoiceSetMessage,
     first_surrogate,
 )
+from adapter.shutdown import SHUTTING_DOWN
 from adapter.synthesis import AppContext, Synthesis
 from contract.errors import ServiceError
 
 log = logging.getLogger("adapter.ws")
 router = APIRouter()
 
-# Close code for "try again later" (RFC 6455 registry), used when the predictor is down at connect.
+# Close codes (RFC 6455 registry): "try again later" when the predictor is down at connect; "service
+# restart" while shutting down; "policy violation" for a client that leaves our messages unread.
 _WS_TRY_AGAIN_LATER = 1013
+_WS_SERVICE_RESTART = 1012
+_WS_POLICY_VIOLATION = 1008
 
 
 class _Gone(Exception):
@@ -50,18 +54,42 @@ class Session:
         # Several requests stream concurrently; one frame must go out whole before the next.
         self._send_lock = asyncio.Lock()
         self._auto_id = 0
+        self._dropping: asyncio.Task | None = None
 
     async def send(self, message: BaseModel) -> None:
+        # A client that stops reading fills the socket buffers, then every send waits: past the
+        # timeout it is dropped, so that it holds neither a slot nor more buffered audio.
+        timeout = self.ctx.settings.client_send_timeout_s
+        if self._dropping is not None:
+            raise _Gone()
         try:
             async with self._send_lock:
-                await self.ws.send_text(message.model_dump_json())
+                await asyncio.wait_for(self.ws.send_text(message.model_dump_json()), timeout)
+        except TimeoutError:
+            log.warning("WebSocket client read nothing for %s s: dropping it", timeout)
+            self._drop(f"client did not read for {timeout:g} s (CLIENT_SEND_TIMEOUT_S)")
+            raise _Gone() from None
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise _Gone() from None
+
+    def _drop(self, reason: str) -> None:
+        async def close() -> None:
+            try:
+                await self.ws.close(code=_WS_POLICY_VIOLATION, reason=reason)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass
+
+        if self._dropping is None:
+            self._dropping = asyncio.create_task(close())
 
     async def error(self, request_id: object, code: int | str, message: str) -> None:
         await self.send(ErrorMessage(id=request_id, code=code, message=message))
 
     async def run(self) -> None:
+        if self.ctx.drain.draining:
+            await self.error(None, 503, SHUTTING_DOWN)
+            await self.ws.close(code=_WS_SERVICE_RESTART, reason="server is shutting down")
+            return
         try:
             info = await self.ctx.predictor.info()
         except ServiceError as exc:

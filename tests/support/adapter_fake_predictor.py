@@ -6,6 +6,7 @@ sent and whether it cancelled. Markers in the text change its behaviour:
   [fail400]  400 before streaming        [midfail]  one chunk, then an error event
   [slow]     many chunks, 0.2 s apart    [empty]    no audio at all
   [long]     ~3 s of audio                  [unflagged] no chunk says final (older predictors)
+  [paced]    10 chunks, 0.2 s apart        [flood]    1200 chunks (300 s of audio) at once
 
 Run: python tests/adapter_fake_predictor.py --port 9000 --voices-dir ./voices [--models standard,turbo]
 """
@@ -79,6 +80,10 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
 
         if "[slow]" in text:
             n_chunks, delay = 100, 0.2
+        elif "[paced]" in text:
+            n_chunks, delay = 10, 0.2
+        elif "[flood]" in text:
+            n_chunks, delay = 1200, 0.0
         elif "[long]" in text:
             n_chunks, delay = 12, 0.0
         elif "[empty]" in text:

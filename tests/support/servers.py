@@ -60,8 +60,11 @@ def start_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> Ma
     return process
 
 
-def start_fake_predictor(voices_dir: Path, log_dir: Path, models: str = "standard,turbo") -> ManagedProcess:
-    port = free_port()
+def start_fake_predictor(
+    voices_dir: Path, log_dir: Path, models: str = "standard,turbo", port: int | None = None
+) -> ManagedProcess:
+    """`port`: restart on a known address (a predictor coming back after a crash)."""
+    port = port or free_port()
     command = [sys.executable, str(FAKE_PREDICTOR), "--port", str(port), "--voices-dir", str(voices_dir)]
     server = ManagedProcess(command + ["--models", models], dict(os.environ), "fake-predictor", log_dir=log_dir)
     server.port = port
