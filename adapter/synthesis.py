@@ -14,6 +14,7 @@ from adapter.predictor_client import AudioStream, StreamedAudio
 from adapter.shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
 from contract.errors import ServiceError
 from contract.params import ParameterError, check_language
+from contract.stream import DoneEvent
 
 if TYPE_CHECKING:
     from adapter.limits import SlotPool
@@ -78,7 +79,7 @@ class Synthesis:
         return params
 
     @property
-    def summary(self) -> dict | None:
+    def summary(self) -> DoneEvent | None:
         """The predictor's done event (speech_tokens, duration_seconds) once its stream has ended."""
         return self._stream.done if self._stream is not None else None
 

@@ -142,11 +142,13 @@ def list_voices(voices: VoiceLibrary) -> list[VoiceEntry]:
 
 def seed_request(body, variant: str, voice: str | None, streaming: bool) -> TTSRequest:
     """The seed API's request for an OpenAI one: the same synthesis path and the same checks."""
-    sampling = {name: getattr(body, name) for name in CHATTERBOX_PARAMETERS if name != "language_id"}
+    # Only what the client set: the predictor applies the parameter table's defaults for the model.
+    sampling = {name: getattr(body, name) for name in body.model_fields_set & set(CHATTERBOX_PARAMETERS)}
+    sampling.pop("language_id", None)
     return TTSRequest(
         text=body.input,
         model=variant,
-        language_id=body.language_id,
+        language_id=body.language_id if "language_id" in body.model_fields_set else None,
         voice=VoiceOptions(audio_prompt_path=voice, **{k: v for k, v in sampling.items() if v is not None}),
         # The codec works at OpenAI's 24 kHz; the format is the encoder's business, not the request's.
         audio=HttpAudioOptions(format="wav", sample_rate=OPENAI_SAMPLE_RATE, stream=streaming),
@@ -169,9 +171,10 @@ def error_info(status: int, message: str, param: str | None = None) -> ErrorInfo
 
 
 def usage(text: str, synthesis: Synthesis, generated_samples: int) -> SpeechUsage:
-    summary = synthesis.summary or {}
-    speech_tokens = summary.get("speech_tokens")
-    if not isinstance(speech_tokens, int):
+    summary = synthesis.summary
+    if summary is not None:
+        speech_tokens = summary.speech_tokens
+    else:
         speech_tokens = generated_samples // SAMPLES_PER_SPEECH_TOKEN
     return SpeechUsage(input_tokens=len(text), output_tokens=speech_tokens, total_tokens=len(text) + speech_tokens)
 
