@@ -1,3 +1,5 @@
 """FastAPI adapter: the seed's HTTP/WebSocket API in front of the Chatterbox KServe predictor."""
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

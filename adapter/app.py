@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter import __version__
@@ -17,11 +18,12 @@ from adapter.limits import SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
 from adapter.openai import build_router as openai_router
 from adapter.predictor_client import PredictorClient
-from adapter.routes import health, tts, voices, ws
+from adapter.routes import health, page, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
 from adapter.synthesis import AppContext
 from adapter.voice_library import VoiceLibrary
+from adapter.wyoming import serve_wyoming
 
 DESCRIPTION = """
 HTTP and WebSocket API for Chatterbox TTS, in front of a KServe predictor.
@@ -72,7 +74,8 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
+        async with serve_wyoming(ctx):
+            yield
         await predictor.aclose()
 
     # The stock docs routes cannot take a dependency; they are re-added below behind the token.
@@ -96,6 +99,8 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.include_router(openai_router(settings.openai_model_map), dependencies=protected)
     app.include_router(ws.router)  # its own dependency: WebSocket auth closes with 1008
     app.include_router(_service_router(app, metrics), dependencies=protected)
+    app.include_router(page.router)  # the page itself is public; its data routes need the token
+    app.mount("/web", StaticFiles(directory=page.WEB_DIR), name="web")
     _document_ws_messages(app)
     return app
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import numpy as np
 import soxr
 
-MODEL_SAMPLE_RATE = 24000
 # A streamed WAV cannot know its length up front; 0xFFFFFFFF is the customary "unknown" size that
 # players and decoders (ffmpeg, browsers, libsndfile) read as "until the end of the stream".
 STREAMING_WAV_SIZE = 0xFFFFFFFF

@@ -21,8 +21,9 @@ import av
 import av.filter
 import numpy as np
 
-from adapter.audio import MODEL_SAMPLE_RATE, StreamResampler, to_pcm16, wav_header
+from adapter.audio import StreamResampler, to_pcm16, wav_header
 from adapter.errors import APIError
+from contract.variants import SAMPLE_RATE
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
@@ -177,7 +178,7 @@ class Encoder:
         self,
         fmt: str,
         sample_rate: int,
-        in_rate: int = MODEL_SAMPLE_RATE,
+        in_rate: int = SAMPLE_RATE,
         *,
         streaming: bool = True,
         speed: float = 1.0,
@@ -222,7 +223,7 @@ class Encoder:
 
 
 def encode_whole(
-    samples: np.ndarray, fmt: str, sample_rate: int, in_rate: int = MODEL_SAMPLE_RATE, speed: float = 1.0
+    samples: np.ndarray, fmt: str, sample_rate: int, in_rate: int = SAMPLE_RATE, speed: float = 1.0
 ) -> bytes:
     """A complete file with exact headers from all the audio at once."""
     return Encoder(fmt, sample_rate, in_rate, streaming=False, speed=speed).encode(samples, last=True)

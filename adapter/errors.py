@@ -9,16 +9,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.errors import ServiceError
+
 log = logging.getLogger("adapter")
 
 
-class APIError(Exception):
-    """An error that becomes a client-visible response (HTTP) or error message (WebSocket)."""
+# pydantic error types that mean a malformed body rather than a value out of range.
+BAD_REQUEST_ERROR_TYPES = ("json_invalid", "unpaired_surrogate")
+
+
+class APIError(ServiceError):
+    """A ServiceError with response headers (Retry-After): a client-visible response (HTTP) or error
+    message (WebSocket)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
         self.headers = headers or {}
 
 
@@ -40,6 +45,11 @@ def describe_validation_errors(errors: list[dict], ranges: dict[str, str]) -> tu
             status = 400
             parts.append(f"malformed JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}")
             continue
+        if err.get("type") in BAD_REQUEST_ERROR_TYPES:
+            status = 400
+            if not loc:  # a whole-body check: its message names the field
+                parts.append(str(err.get("msg", "malformed body")))
+                continue
         field = ".".join(loc) or "body"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         # Pydantic's own range messages give one bound; the documented range is more useful.

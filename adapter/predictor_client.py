@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,8 +10,17 @@ from typing import NamedTuple
 import httpx
 import numpy as np
 
-from adapter.audio import MODEL_SAMPLE_RATE
 from adapter.discovery import PredictorLocator, StaticLocator
+from contract.errors import ServiceError
+from contract.stream import (
+    MEDIA_TYPE,
+    STREAM_PATH,
+    ChunkEvent,
+    DoneEvent,
+    EventReader,
+    GenerateStreamRequest,
+    StreamProtocolError,
+)
 
 log = logging.getLogger("adapter.predictor")
 
@@ -21,16 +28,7 @@ log = logging.getLogger("adapter.predictor")
 _PROBE_TIMEOUT_S = 5.0
 
 
-class PredictorError(Exception):
-    """A failure to relay: `status` is what the adapter's client should see."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class PredictorUnavailable(PredictorError):
+class PredictorUnavailable(ServiceError):
     def __init__(self, message: str = "predictor is unavailable"):
         super().__init__(503, message)
 
@@ -57,69 +55,46 @@ def _error_message(response: httpx.Response, body: bytes) -> str:
     return text or f"predictor answered HTTP {response.status_code}"
 
 
-def _chunk_samples(event: dict) -> np.ndarray:
-    if event.get("sample_rate", MODEL_SAMPLE_RATE) != MODEL_SAMPLE_RATE:
-        raise PredictorError(
-            502, f"predictor sent audio at {event.get('sample_rate')} Hz, expected {MODEL_SAMPLE_RATE}"
-        )
-    try:
-        return np.frombuffer(base64.b64decode(event["audio_b64"], validate=True), dtype="<f4")
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise PredictorError(502, "predictor sent a malformed audio chunk") from None
-
-
 class StreamedAudio(NamedTuple):
     samples: np.ndarray  # float32 mono at 24 kHz
     final: bool  # nothing follows: exactly one chunk of a complete stream says so
 
 
 class AudioStream:
-    """One generate_stream call. Iterate for StreamedAudio; `aclose()` cancels it upstream."""
+    """One generate_stream call. Iterate for StreamedAudio; `aclose()` cancels it upstream.
+    Failures are ServiceError with the status the adapter's client should see."""
 
     def __init__(self, response: httpx.Response):
         self._response = response
-        self.done: dict | None = None
+        self.done: DoneEvent | None = None
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[StreamedAudio]:
         try:
             final_seen = False
-            async for event in self._events():
-                kind = event.get("type")
-                if kind == "chunk":
-                    final_seen = event.get("final") is True
-                    yield StreamedAudio(_chunk_samples(event), final_seen)
-                elif kind == "done":
+            reader = EventReader()
+            async for line in self._response.aiter_lines():
+                event = reader.feed(line)
+                if isinstance(event, ChunkEvent):
+                    final_seen = event.final
+                    yield StreamedAudio(event.samples(), final_seen)
+                elif isinstance(event, DoneEvent):
                     self.done = event
                     if not final_seen:  # a predictor that does not flag its last chunk
                         yield StreamedAudio(np.zeros(0, dtype=np.float32), True)
                     return
-                elif kind == "error":
-                    code = event.get("code")
-                    status = _relay_status(code) if isinstance(code, int) else 502
-                    raise PredictorError(status, str(event.get("message") or "generation failed"))
+                elif event is not None:  # ErrorEvent
+                    raise ServiceError(_relay_status(event.code), event.message or "generation failed")
+        except StreamProtocolError as exc:
+            raise ServiceError(502, f"predictor sent a malformed stream event: {exc}") from None
         except httpx.TimeoutException:
-            raise PredictorError(504, "predictor timed out while generating (PREDICTOR_TIMEOUT_S)") from None
+            raise ServiceError(504, "predictor timed out while generating (PREDICTOR_TIMEOUT_S)") from None
         except httpx.TransportError as exc:
-            raise PredictorError(502, f"predictor stream broke off ({exc.__class__.__name__})") from None
+            raise ServiceError(502, f"predictor stream broke off ({exc.__class__.__name__})") from None
         finally:
             await self.aclose()
         if self.done is None:
-            raise PredictorError(502, "predictor stream ended without a done event")
-
-    async def _events(self) -> AsyncIterator[dict]:
-        data_lines: list[str] = []
-        async for line in self._response.aiter_lines():
-            if line.startswith("data:"):
-                data_lines.append(line[5:].removeprefix(" "))
-            elif line == "" and data_lines:
-                raw, data_lines = "\n".join(data_lines), []
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    raise PredictorError(502, "predictor sent a malformed stream event") from None
-                if isinstance(event, dict):
-                    yield event
+            raise ServiceError(502, "predictor stream ended without a done event")
 
     async def aclose(self) -> None:
         # Closing an unfinished streaming response drops the connection, which is how the
@@ -183,13 +158,15 @@ class PredictorClient:
         return info
 
     async def open_stream(self, model: str, text: str, parameters: dict, incremental: bool = True) -> AudioStream:
-        """Start a generation; errors before the first chunk raise PredictorError with a relayable status.
+        """Start a generation; errors before the first chunk raise ServiceError with a relayable status.
         `incremental=False`: one chunk per text piece, upstream-exact and cheaper, for callers that wait anyway."""
-        body = {"text_input": text, "parameters": parameters, "incremental": incremental}
+        body = GenerateStreamRequest(text_input=text, parameters=parameters, incremental=incremental).model_dump(
+            exclude_none=True
+        )
         # A known address is used even if the InferenceService is not Ready: the predictor has the last word.
         base = await self._base_url(require_ready=False)
         request = self._client.build_request(
-            "POST", f"{base}/v2/models/{model}/generate_stream", json=body, headers={"Accept": "text/event-stream"}
+            "POST", base + STREAM_PATH.format(model=model), json=body, headers={"Accept": MEDIA_TYPE}
         )
         try:
             response = await self._client.send(request, stream=True)
@@ -197,7 +174,7 @@ class PredictorClient:
             self._locator.invalidate()
             raise PredictorUnavailable(f"predictor is unreachable ({exc.__class__.__name__})") from None
         except httpx.TimeoutException:
-            raise PredictorError(504, "predictor did not answer within PREDICTOR_TIMEOUT_S") from None
+            raise ServiceError(504, "predictor did not answer within PREDICTOR_TIMEOUT_S") from None
         except httpx.HTTPError as exc:
             self._locator.invalidate()
             raise PredictorUnavailable(f"predictor is unreachable ({exc.__class__.__name__})") from None
@@ -210,5 +187,5 @@ class PredictorClient:
                 await response.aclose()
             message = _error_message(response, body_bytes)
             log.info("predictor refused generation: HTTP %s %s", response.status_code, message)
-            raise PredictorError(_relay_status(response.status_code), message)
+            raise ServiceError(_relay_status(response.status_code), message)
         return AudioStream(response)

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-ModelName = Literal["standard", "turbo", "multilingual"]
-MAX_SEED = 2**31 - 1
+from contract.params import BY_NAME, PARAMETERS, Parameter
+from contract.text import unpaired_surrogate_message
+from contract.variants import SAMPLE_RATE, TURBO_MIN_REFERENCE_SECONDS, VariantName
+
+ModelName = VariantName
 
 # Documented ranges, quoted in validation messages so a client learns the whole range at once.
 RANGES = {
-    "exaggeration": "0.0-2.0",
-    "cfg_weight": "0.0-1.0",
-    "temperature": "0.1-1.5",
-    "top_p": "0.0-1.0",
-    "min_p": "0.0-1.0",
-    "top_k": "1-10000",
-    "repetition_penalty": "1.0-10.0",
-    "seed": f"0-{MAX_SEED}",
-    "max_new_tokens": ">= 1",
+    **{p.name: p.documented_range for p in PARAMETERS},
     "sample_rate": "8000-48000",
     "chunk_size_ms": "10-5000",
 }
@@ -32,40 +28,78 @@ AudioFormat = Literal["wav", "pcm_s16le", "mp3", "opus", "aac", "flac"]
 _FORMATS_DOC = "wav, pcm_s16le (alias: pcm; raw little-endian 16-bit mono), mp3, opus (Ogg Opus), aac (ADTS) or flac"
 
 
+def first_surrogate(value: Any, path: str) -> str | None:
+    """A message for the first string (key or value) in a JSON document holding an unpaired surrogate."""
+    if isinstance(value, str):
+        return unpaired_surrogate_message(path or "body", value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            found = first_surrogate(key, f"{inner} (the name)") or first_surrogate(item, inner)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = first_surrogate(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 class _Strict(BaseModel):
     # Unknown fields are refused so that a misspelt parameter is not silently ignored.
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # JSON may escape lone UTF-16 surrogates (\ud800) that no encoder accepts downstream: a 400.
+        message = first_surrogate(data, "")
+        if message:
+            raise PydanticCustomError("unpaired_surrogate", message)
+        return data
 
-class VoiceOptions(_Strict):
-    """Voice and sampling parameters. Unset fields take the predictor's defaults for the model."""
 
+def _description(p: Parameter) -> str:
+    used_by = "" if p.documented_variants == "all" else f"; used by {p.documented_variants}"
+    return f"{p.description}. Range {p.documented_range}; default {p.documented_default}{used_by}"
+
+
+def _voice_field(p: Parameter) -> tuple[Any, Any]:
+    annotation: Any = p.type if p.default is not None else p.type | None
+    return annotation, Field(p.default, ge=p.low, le=p.high, description=_description(p))
+
+
+class _VoiceOptionsBase(_Strict):
     audio_prompt_path: str | None = Field(
         None,
         description="Voice file name in VOICES_DIR, or an absolute path inside it. "
         "Unset: the default voice, else the model's built-in voice.",
         max_length=1024,
     )
-    exaggeration: float | None = Field(
-        None, ge=0.0, le=2.0, description="Emotional intensity (default 0.5; standard/multilingual)"
-    )
-    cfg_weight: float | None = Field(
-        None, ge=0.0, le=1.0, description="Pacing control (default 0.5; standard/multilingual)"
-    )
-    temperature: float | None = Field(None, ge=0.1, le=1.5, description="Sampling diversity (default 0.8)")
-    top_p: float | None = Field(None, ge=0.0, le=1.0, description="Nucleus sampling threshold (model default)")
-    repetition_penalty: float | None = Field(None, ge=1.0, le=10.0, description="Repetition penalty (model default)")
-    min_p: float | None = Field(None, ge=0.0, le=1.0, description="Min-p sampling (default 0.05; not turbo)")
-    top_k: int | None = Field(None, ge=1, le=10000, description="Top-k sampling (turbo only, default 1000)")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed for reproducible output")
-    max_new_tokens: int | None = Field(None, ge=1, description="Upper bound on generated speech tokens")
 
     def sampling_parameters(self) -> dict:
-        return self.model_dump(exclude_none=True, exclude={"audio_prompt_path"})
+        """What the client set: the predictor applies the same table's defaults (per model) to the rest."""
+        values = self.model_dump(exclude_unset=True, exclude={"audio_prompt_path"})
+        return {name: value for name, value in values.items() if value is not None}
+
+
+# Voice and sampling parameters, built from the shared table (contract/params.py); language_id is
+# a field of the request itself, as in the seed.
+VoiceOptions = create_model(
+    "VoiceOptions",
+    __base__=_VoiceOptionsBase,
+    __doc__="Voice and sampling parameters (ranges and defaults from the shared parameter table).",
+    **{p.name: _voice_field(p) for p in PARAMETERS if p.name != "language_id"},
+)
+
+_LANGUAGE = BY_NAME["language_id"]
 
 
 class _AudioBase(_Strict):
-    sample_rate: int = Field(24000, ge=8000, le=48000, description="Output rate; resampled from the model's 24000 Hz")
+    sample_rate: int = Field(
+        SAMPLE_RATE, ge=8000, le=48000, description=f"Output rate; resampled from the model's {SAMPLE_RATE} Hz"
+    )
 
     @field_validator("format", mode="before", check_fields=False)
     @classmethod
@@ -96,7 +130,13 @@ class WsAudioOptions(_AudioBase):
 class _TextRequest(_Strict):
     text: str = Field(..., description="Text to speak (at most MAX_TEXT_LENGTH characters)")
     model: ModelName = Field("standard", description="Model variant; it must be loaded by the predictor")
-    language_id: str | None = Field(None, min_length=2, max_length=16, description="Language code (multilingual model)")
+    # Checked against the model (contract.params.check_language) so that a bad code is a 400, not a 422.
+    language_id: str | None = Field(
+        _LANGUAGE.default,
+        max_length=16,
+        description=_description(_LANGUAGE),
+        json_schema_extra={"enum": list(_LANGUAGE.choices)},
+    )
     voice: VoiceOptions = Field(default_factory=VoiceOptions)
 
     @field_validator("text")
@@ -189,7 +229,9 @@ class VoiceInfo(BaseModel):
     duration_seconds: float | None
     sample_rate: int | None
     channels: int | None = None
-    turbo_ok: bool = Field(description="Long enough (> 5 s) to be a turbo reference voice")
+    turbo_ok: bool = Field(
+        description=f"Long enough (> {TURBO_MIN_REFERENCE_SECONDS:g} s) to be a turbo reference voice"
+    )
 
 
 class VoiceList(BaseModel):

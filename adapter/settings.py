@@ -46,6 +46,7 @@ class Settings:
     voice_max_seconds: float = 60.0
     log_level: str = "info"
     openai_model_map: str | None = None  # JSON, laid over adapter/openai/serving.py's DEFAULT_MODEL_MAP
+    wyoming_port: int = 10200  # Wyoming (Home Assistant) TTS server on HOST; 0 turns it off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +78,7 @@ class Settings:
                 0 <= self.voice_min_seconds < self.voice_max_seconds,
                 "VOICE_MIN_SECONDS must be >= 0 and below VOICE_MAX_SECONDS",
             ),
+            (0 <= self.wyoming_port <= 65535, "WYOMING_PORT must be between 0 (off) and 65535"),
             (self.log_level.lower() in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}"),
         ]
         for ok, message in checks:

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 
 from adapter.errors import APIError
 from adapter.limits import RETRY_AFTER_S, Slot, check_text_length
-from adapter.predictor_client import AudioStream, PredictorError, StreamedAudio
+from adapter.predictor_client import AudioStream, StreamedAudio
+from contract.errors import ServiceError
+from contract.params import ParameterError, check_language
+from contract.stream import DoneEvent
 
 if TYPE_CHECKING:
     from adapter.limits import SlotPool
@@ -29,7 +32,7 @@ class AppContext:
     metrics: Metrics
 
 
-def relay(exc: PredictorError) -> APIError:
+def relay(exc: ServiceError) -> APIError:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 429 else None
     return APIError(exc.status, exc.message, headers)
 
@@ -40,6 +43,10 @@ class Synthesis:
 
     def __init__(self, ctx: AppContext, request: _TextRequest, transport: str, connection_voice: str | None = None):
         check_text_length(request.text, ctx.settings.max_text_length)
+        try:
+            check_language(request.model, request.language_id)
+        except ParameterError as exc:
+            raise APIError(400, str(exc)) from None
         voice = ctx.voices.voice_for_request(request.voice.audio_prompt_path, connection_voice)
         self._slot: Slot | None = ctx.slots.try_acquire()
         self._ctx = ctx
@@ -55,13 +62,13 @@ class Synthesis:
         params = self._request.voice.sampling_parameters()
         if self.voice is not None:
             params["voice"] = self.voice
-        # The seed's examples send language_id with every model; only multilingual uses it.
-        if self._request.language_id and self._request.model == "multilingual":
+        # The seed's examples send language_id with every model; the predictor checks it on each.
+        if self._request.language_id:
             params["language_id"] = self._request.language_id
         return params
 
     @property
-    def summary(self) -> dict | None:
+    def summary(self) -> DoneEvent | None:
         """The predictor's done event (speech_tokens, duration_seconds) once its stream has ended."""
         return self._stream.done if self._stream is not None else None
 
@@ -70,7 +77,7 @@ class Synthesis:
             self._stream = await self._ctx.predictor.open_stream(
                 self._request.model, self._request.text, self.parameters(), incremental=self._request.audio.stream
             )
-        except PredictorError as exc:
+        except ServiceError as exc:
             raise relay(exc) from None
 
     async def chunks(self) -> AsyncIterator[StreamedAudio]:
@@ -89,7 +96,7 @@ class Synthesis:
                     metrics.inter_chunk_gap.labels(self._transport, self._request.model).observe(now - previous)
                 previous = now
                 yield chunk
-        except PredictorError as exc:
+        except ServiceError as exc:
             raise relay(exc) from None
 
     async def close(self, outcome: str | None = None, audio_seconds: float = 0.0) -> None:

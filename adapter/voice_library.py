@@ -18,12 +18,12 @@ from typing import BinaryIO
 import soundfile as sf
 
 from adapter.errors import APIError
-from predictor.voice_paths import AUDIO_SUFFIXES, VoicePathError, resolve_voice_path, safe_voice_filename
+from contract.variants import TURBO_MIN_REFERENCE_SECONDS
+from contract.voice_paths import AUDIO_SUFFIXES, VoicePathError, resolve_voice_path, safe_voice_filename
 
 log = logging.getLogger("adapter.voices")
 
 DEFAULT_FILE = ".default_voice.json"
-TURBO_MIN_SECONDS = 5.0  # turbo's voice encoder needs more than 5 s of reference audio
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class VoiceLibrary:
             "duration_seconds": round(probe.duration_seconds, 3) if probe else None,
             "sample_rate": probe.sample_rate if probe else None,
             "channels": probe.channels if probe else None,
-            "turbo_ok": bool(probe and probe.duration_seconds > TURBO_MIN_SECONDS),
+            "turbo_ok": bool(probe and probe.duration_seconds > TURBO_MIN_REFERENCE_SECONDS),
         }
 
     # --- uploads ---------------------------------------------------------------------------

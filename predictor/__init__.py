@@ -1,3 +1,5 @@
 """Chatterbox TTS as a KServe custom predictor (Open Inference Protocol, REST and gRPC)."""
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

@@ -12,11 +12,12 @@ from kserve.model_server import app as kserve_app
 
 from .config import PredictorSettings
 from .engine.engine import ChatterboxEngine
+from .extension_routes import add_routes
 from .metrics import record_voice_cache
-from .model import ChatterboxModel, tolerate_binary_bytes_inputs
-from .server import add_routes
+from .model import ChatterboxModel
 from .service import SynthesisService
 from .torch_thread import TorchThread
+from .upstream_patches import refuse_malformed_rest_requests
 
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
 parser.add_argument(
@@ -36,7 +37,7 @@ def main() -> None:
     torch_thread = TorchThread()
     torch_thread.call(engine.load)
     service = SynthesisService(engine, settings.max_concurrent_requests, torch_thread)
-    tolerate_binary_bytes_inputs()
+    refuse_malformed_rest_requests()
     add_routes(kserve_app, service)
     models = [ChatterboxModel(name, service) for name in engine.variants]
     kserve.ModelServer().start(models)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .engine.variants import VARIANT_NAMES
+from contract.variants import VARIANT_NAMES
 
 
 def _env_bool(name: str, default: bool) -> bool:

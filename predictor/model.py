@@ -4,45 +4,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import struct
 import uuid
 from typing import Any
 
 import numpy as np
-from grpc import StatusCode
-from grpc_interceptor.exceptions import GrpcException
 from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput
 
-from .engine.engine import SAMPLE_RATE
-from .service import StreamSummary, SynthesisError, SynthesisService
+from contract.errors import ServiceError
+from contract.variants import SAMPLE_RATE
 
-_GRPC_CODES = {
-    400: StatusCode.INVALID_ARGUMENT,
-    404: StatusCode.NOT_FOUND,
-    413: StatusCode.OUT_OF_RANGE,
-    429: StatusCode.RESOURCE_EXHAUSTED,
-    503: StatusCode.UNAVAILABLE,
-}
+from .errors import for_transport
+from .service import StreamSummary, SynthesisService
 
-
-class PredictorError(GrpcException):
-    """Raised out of predict(): kserve's gRPC interceptor maps GrpcException codes itself, and the
-    REST app gets a handler for this class (see server.py) that answers with `http_status`."""
-
-    def __init__(self, message: str, http_status: int):
-        super().__init__(details=message, status_code=_GRPC_CODES.get(http_status, StatusCode.INVALID_ARGUMENT))
-        self.http_status = http_status
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+# kserve's own REST switch for binary outputs, not a synthesis parameter.
+_KSERVE_PARAMETERS = ("binary_data_output",)
 
 
 def parameter_values(parameters: Any) -> dict[str, Any]:
     """Plain values from REST parameters (a dict) or gRPC ones (InferParameter messages)."""
+    if parameters is None:
+        return {}
+    if not hasattr(parameters, "items"):
+        raise InvalidInput(f"parameters must be an object of name: value, got {type(parameters).__name__}")
     values: dict[str, Any] = {}
-    for name, value in (parameters or {}).items():
+    for name, value in parameters.items():
         if hasattr(value, "WhichOneof"):
             choice = value.WhichOneof("parameter_choice")
             value = getattr(value, choice) if choice else None
@@ -51,7 +40,8 @@ def parameter_values(parameters: Any) -> dict[str, Any]:
 
 
 def _single_element(request: InferRequest, name: str, required: bool) -> bytes | str | None:
-    """The one element of a BYTES input: `bytes` over gRPC, `str` when it came as JSON text over REST."""
+    """The one element of a BYTES input: `bytes` over gRPC, `str` when it came as JSON text over REST.
+    Any disagreement between shape, datatype and data is the client's: a 400 naming the input."""
     tensor = request.get_input_by_name(name)
     if tensor is None:
         if required:
@@ -59,11 +49,27 @@ def _single_element(request: InferRequest, name: str, required: bool) -> bytes |
         return None
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input '{name}' must have datatype BYTES, got {tensor.datatype}")
-    data = tensor.as_numpy().reshape(-1)
+    shape = list(tensor.shape) if isinstance(tensor.shape, (list, tuple)) else tensor.shape
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or math.prod(shape) != 1
+    ):
+        raise InvalidInput(f"input '{name}' must have shape [1] (one element), got {shape}")
+    try:
+        data = tensor.as_numpy().reshape(-1)
+    except (ValueError, TypeError, OverflowError, struct.error) as exc:
+        raise InvalidInput(
+            f"input '{name}': the data does not match shape {shape} and datatype BYTES ({exc})"
+        ) from None
     if data.size != 1:
-        raise InvalidInput(f"input '{name}' must have shape [1], got {list(tensor.shape)}")
+        raise InvalidInput(f"input '{name}' must hold one element, got {data.size}")
     value = data[0]
-    return value if isinstance(value, str) else bytes(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, np.bytes_)):
+        return bytes(value)
+    raise InvalidInput(f"input '{name}' must hold a string, got {type(value).__name__}")
 
 
 def _audio_prompt(request: InferRequest) -> bytes | None:
@@ -78,28 +84,6 @@ def _audio_prompt(request: InferRequest) -> bytes | None:
         raise InvalidInput("input 'audio_prompt' sent as text must be the base64 of an audio file") from None
 
 
-def tolerate_binary_bytes_inputs() -> None:
-    """kserve 0.21 answers a binary-extension BYTES input that is not UTF-8 with a 500 carrying the
-    whole payload. It is the client's input that is wrong for REST, so answer 400 with a short reason."""
-    from kserve.errors import InferenceError
-    from kserve.protocol.dataplane import DataPlane
-
-    original = DataPlane.decode_inference_request
-    if getattr(original, "_tolerant", False):
-        return
-
-    def decode_inference_request(self, body, headers, model_name):
-        try:
-            return original(self, body, headers, model_name)
-        except InferenceError:
-            raise InvalidInput(
-                "a BYTES input is not valid UTF-8: over REST send audio_prompt as base64 text (or use gRPC for raw bytes)"
-            ) from None
-
-    decode_inference_request._tolerant = True
-    DataPlane.decode_inference_request = decode_inference_request
-
-
 class ChatterboxModel(Model):
     def __init__(self, name: str, service: SynthesisService):
         super().__init__(name)
@@ -107,6 +91,8 @@ class ChatterboxModel(Model):
         self.ready = name in service.engine.variants
 
     def get_input_types(self) -> list[dict]:
+        # The synthesis parameters (contract/params.py) are request parameters, not tensors; V2 model
+        # metadata has no place for them, so /v2/chatterbox/info lists them.
         return [
             {"name": "text", "datatype": "BYTES", "shape": [1]},
             {"name": "audio_prompt", "datatype": "BYTES", "shape": [1], "optional": True},
@@ -136,14 +122,15 @@ class ChatterboxModel(Model):
                 raise InvalidInput("input 'text' is not valid UTF-8") from None
         audio_prompt = _audio_prompt(payload)
         params = parameter_values(payload.parameters)
-        params.pop("binary_data_output", None)  # kserve's own REST switch, not a synthesis parameter
+        for name in _KSERVE_PARAMETERS:
+            params.pop(name, None)
         summary = StreamSummary()
         parts: list[np.ndarray] = []
         try:
             async for chunk in self.service.stream(self.name, text, params, audio_prompt, summary=summary):
                 parts.append(chunk.samples)
-        except SynthesisError as exc:
-            raise PredictorError(exc.message, exc.status) from None
+        except ServiceError as exc:
+            raise for_transport(exc, bool(payload.from_grpc)) from None
         audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
         output = InferOutput(name="audio", shape=[int(audio.size)], datatype="FP32")
         output.set_data_from_numpy(audio, binary_data=False)

@@ -12,22 +12,16 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contract.errors import ServiceError
+from contract.params import ParameterError
+from contract.variants import SAMPLE_RATE
+
 from . import metrics
-from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
-from .engine.params import ParameterError
+from .engine.engine import AudioChunk, ChatterboxEngine
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
-
-
-class SynthesisError(Exception):
-    """An error for the client: `status` is the HTTP status (gRPC maps it in the model)."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -57,9 +51,9 @@ class SynthesisService:
         with self._lock:
             if self._in_flight >= self.capacity:
                 metrics.REQUESTS.labels(model=model, outcome="rejected_busy").inc()
-                raise SynthesisError(
+                raise ServiceError(
+                    429,
                     f"server busy: {self.capacity} synthesis requests already in flight (MAX_CONCURRENT_REQUESTS); retry shortly",
-                    status=429,
                 )
             self._in_flight += 1
         metrics.IN_FLIGHT.labels(model=model).inc()
@@ -79,11 +73,11 @@ class SynthesisService:
         incremental: bool = False,
     ) -> AsyncIterator[AudioChunk]:
         """Yield audio chunks in order: per text piece, or with `incremental` as tokens arrive.
-        Errors before the first chunk are SynthesisError (4xx/429)."""
+        Errors before the first chunk are ServiceError (4xx/429)."""
         started = time.perf_counter()
         summary = summary if summary is not None else StreamSummary()
         if model not in self.engine.variants:
-            raise SynthesisError(f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})", 404)
+            raise ServiceError(404, f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})")
         self._admit(model)
         cancelled = threading.Event()
         iterator = None
@@ -117,7 +111,7 @@ class SynthesisService:
             metrics.SPEECH_TOKENS.labels(model=model).inc(summary.speech_tokens)
             if summary.samples:
                 metrics.REAL_TIME_FACTOR.labels(model=model).observe(elapsed / summary.duration_seconds)
-        except SynthesisError:
+        except ServiceError:
             outcome = "bad_request"
             raise
         except (asyncio.CancelledError, GeneratorExit):
@@ -148,17 +142,15 @@ class SynthesisService:
         try:
             voice_name = raw_params.pop("voice", None)
             if voice_name is not None and audio_prompt is not None:
-                raise SynthesisError("send either the voice parameter or the audio_prompt input, not both", 400)
+                raise ServiceError(400, "send either the voice parameter or the audio_prompt input, not both")
             if audio_prompt is not None:
                 voice = voice_from_bytes(audio_prompt)
             elif voice_name not in (None, ""):
                 if not isinstance(voice_name, str):
-                    raise SynthesisError("voice: must be a file name in the voice folder", 400)
+                    raise ServiceError(400, "voice: must be a file name in the voice folder")
                 voice = voice_from_folder(self.engine.settings.voices_dir, voice_name)
             else:
                 voice = BUILTIN_VOICE
             return self.engine.prepare(model, text, raw_params, voice)
         except (ParameterError, VoiceError) as exc:
-            raise SynthesisError(str(exc), 400) from None
-        except RequestError as exc:
-            raise SynthesisError(str(exc), exc.status) from None
+            raise ServiceError(400, str(exc)) from None

@@ -3,7 +3,6 @@ V2 REST infer route and its SSE streaming route (docs/predictor-api.md)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -13,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from contract.stream import STREAM_PATH, ChunkEvent, DoneEvent, ErrorEvent, EventReader, GenerateStreamRequest
+from contract.variants import SAMPLE_RATE
+
 from .processes import ManagedProcess, free_port, predictor_command
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_RATE = 24000
 BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous call may free a moment late
 
 
@@ -101,34 +102,28 @@ class PredictorProcess:
 
     def stream(self, model: str, text: str, parameters: dict) -> StreamResult:
         """generate_stream (SSE): time to the first `chunk` event and to the `done` event."""
-        response, sent = self._post(
-            f"/v2/models/{model}/generate_stream", {"text_input": text, "parameters": parameters}, stream=True
-        )
+        request = GenerateStreamRequest(text_input=text, parameters=parameters)
+        response, sent = self._post(STREAM_PATH.format(model=model), request.model_dump(), stream=True)
         result = StreamResult()
-        buffer = b""
+        reader = EventReader()
         chunks: list[np.ndarray] = []
         try:
             # chunk_size=None: hand over bytes as they arrive, so an event is seen as soon as it is whole.
-            for data in response.iter_content(chunk_size=None):
-                buffer += data
-                while b"\n\n" in buffer:
-                    raw, buffer = buffer.split(b"\n\n", 1)
-                    if not raw.startswith(b"data:"):
-                        continue
-                    event = json.loads(raw[len(b"data:") :])
-                    now = time.perf_counter()
-                    if event["type"] == "chunk":
-                        if result.first_chunk_seconds is None:
-                            result.first_chunk_seconds = now - sent
-                        chunks.append(np.frombuffer(base64.b64decode(event["audio_b64"]), dtype="<f4"))
-                        result.chunk_times.append(now - sent)
-                    elif event["type"] == "done":
-                        result.total_seconds = now - sent
-                        result.speech_tokens = event.get("speech_tokens")
-                    elif event["type"] == "error":
-                        raise RuntimeError(f"stream error {event.get('code')}: {event.get('message')}")
-                if result.total_seconds is not None:
+            for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+                event = reader.feed(line)
+                now = time.perf_counter()
+                if isinstance(event, ChunkEvent):
+                    if result.first_chunk_seconds is None:
+                        result.first_chunk_seconds = now - sent
+                    chunks.append(event.samples())
+                    result.chunk_times.append(now - sent)
+                    result.chunk_samples.append(len(chunks[-1]))
+                elif isinstance(event, DoneEvent):
+                    result.total_seconds = now - sent
+                    result.speech_tokens = event.speech_tokens
                     break
+                elif isinstance(event, ErrorEvent):
+                    raise RuntimeError(f"stream error {event.code}: {event.message}")
         finally:
             response.close()
         if result.total_seconds is None or result.first_chunk_seconds is None:
@@ -149,5 +144,13 @@ class StreamResult:
     first_chunk_seconds: float | None = None
     total_seconds: float | None = None
     speech_tokens: int | None = None
-    chunk_times: list[float] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # arrival of each chunk, seconds from the send
+    chunk_samples: list[int] = field(default_factory=list)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    @property
+    def startup_delay_seconds(self) -> float:
+        """The least delay between sending and starting playback at which a player never stalls:
+        max over chunks of (arrival - the chunk's start time in the audio)."""
+        starts = np.concatenate([[0], np.cumsum(self.chunk_samples)[:-1]]) / SAMPLE_RATE
+        return float(max(arrival - start for arrival, start in zip(self.chunk_times, starts)))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from adapter.settings import Settings, SettingsError
 from scripts.processes import ROOT, ManagedProcess, adapter_command, predictor_command
 
 
@@ -35,10 +36,17 @@ def main() -> int:
         except (RuntimeError, TimeoutError) as exc:
             raise SystemExit(f"error: the predictor did not become ready ({str(exc).splitlines()[0]})") from None
         adapter_env = {**env, "PORT": adapter_port, "PREDICTOR_URL": f"http://127.0.0.1:{http_port}"}
+        try:
+            wyoming_port = Settings.from_env(adapter_env).wyoming_port
+        except SettingsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        wyoming = f"tcp://localhost:{wyoming_port}" if wyoming_port else "off (WYOMING_PORT=0)"
         processes.append(ManagedProcess(adapter_command(), env=adapter_env, name="adapter", inherit_output=True))
         print(
             "\nChatterbox TTS is up:\n"
+            f"  Web page            http://localhost:{adapter_port}/\n"
             f"  HTTP/WebSocket API  http://localhost:{adapter_port}   (e.g. POST /api/tts, ws://localhost:{adapter_port}/ws/tts)\n"
+            f"  Wyoming             {wyoming}   (Home Assistant: Wyoming Protocol integration)\n"
             f"  KServe V2 REST      http://localhost:{http_port}/v2/models/standard/infer\n"
             f"  KServe V2 gRPC      localhost:{grpc_port}\n"
             f"  voices folder       {voices_dir}\n"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.engine.engine import tolerate_missing_chinese_segmenter
-from predictor.engine.variants import VARIANTS
+from predictor.engine.variants import VARIANT_SPECS
+from predictor.upstream_patches import tolerate_missing_chinese_segmenter
 
 
 def load_upstream(variant: str, weights: Path, device: str):
-    spec = VARIANTS[variant]
+    spec = VARIANT_SPECS[variant]
     if variant == "multilingual":
         tolerate_missing_chinese_segmenter()  # the same offline allowance the predictor makes
     cls = getattr(importlib.import_module(spec.module), spec.class_name)

@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse
 
 from adapter import __version__
 from adapter.errors import error_body
-from adapter.predictor_client import PredictorError
 from adapter.routes import get_ctx
 from adapter.schemas import Health
 from adapter.synthesis import AppContext
+from contract.errors import ServiceError
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["health"])
 )
 async def health(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
     ready, info = await asyncio.gather(ctx.predictor.ready(), ctx.predictor.info(), return_exceptions=True)
-    if isinstance(info, PredictorError):
+    if isinstance(info, ServiceError):
         return _unhealthy("predictor_unavailable", info.message)
     if isinstance(info, BaseException):
         raise info

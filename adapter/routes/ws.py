@@ -16,7 +16,6 @@ from adapter.audio import Rechunker, chunk_bytes_for
 from adapter.auth import require_ws_token
 from adapter.codecs import Encoder, check_output
 from adapter.errors import APIError, describe_validation_errors
-from adapter.predictor_client import PredictorError
 from adapter.schemas import (
     RANGES,
     ChunkMessage,
@@ -26,8 +25,10 @@ from adapter.schemas import (
     SayMessage,
     SetVoiceMessage,
     VoiceSetMessage,
+    first_surrogate,
 )
 from adapter.synthesis import AppContext, Synthesis
+from contract.errors import ServiceError
 
 log = logging.getLogger("adapter.ws")
 router = APIRouter()
@@ -63,7 +64,7 @@ class Session:
     async def run(self) -> None:
         try:
             info = await self.ctx.predictor.info()
-        except PredictorError as exc:
+        except ServiceError as exc:
             await self.error(None, exc.status, exc.message)
             await self.ws.close(code=_WS_TRY_AGAIN_LATER, reason="predictor unavailable")
             return
@@ -89,6 +90,10 @@ class Session:
             return
         if not isinstance(raw, dict):
             await self.error(None, 400, "a message must be a JSON object with a 'type'")
+            return
+        bad_text = first_surrogate(raw, "")
+        if bad_text:  # checked before anything from the message (its id) is echoed back
+            await self.error(None, 400, bad_text)
             return
         request_id = (
             raw.get("id") if isinstance(raw.get("id"), (str, int)) and not isinstance(raw.get("id"), bool) else None

@@ -1,4 +1,4 @@
-"""The Chatterbox engine: variants loaded once, synthesis that is safe to run from many threads.
+"""The Chatterbox engine: variants loaded once; synthesis runs on the one torch thread (torch_thread.py).
 
 `prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
 come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
@@ -21,29 +21,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contract.errors import ServiceError
+from contract.text import unpaired_surrogate_message
+from contract.variants import SAMPLE_RATE
+
+from ..upstream_patches import tolerate_missing_chinese_segmenter
 from .decode import cfg_speech_tokens, turbo_speech_tokens
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
-from .variants import VARIANTS, VariantSpec
+from .variants import VARIANT_SPECS, VariantSpec
 from .voices import BUILTIN_VOICE, ConditionalsCache, VoiceError, VoiceSource, reference_duration
 from .weights import pick_device, resolve_weights
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second at 24 kHz
 SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
 JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
 STEP_TOKENS = 10  # speech tokens per step of steps(): how long one request keeps others waiting
-
-
-class RequestError(ValueError):
-    """Bad input; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -83,7 +78,7 @@ class ChatterboxEngine:
     def load(self) -> None:
         for name in self.settings.variants:
             started = time.perf_counter()
-            self.variants[name] = self._load_variant(VARIANTS[name])
+            self.variants[name] = self._load_variant(VARIANT_SPECS[name])
             logger.info("%s model loaded on %s in %.1f s", name, self.device, time.perf_counter() - started)
 
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
@@ -119,17 +114,20 @@ class ChatterboxEngine:
     def prepare(
         self, variant: str, text: Any, raw_params: Mapping[str, Any], voice: VoiceSource = BUILTIN_VOICE
     ) -> PreparedRequest:
-        """Validate everything and make the voice ready; raises RequestError / ParameterError / VoiceError."""
+        """Validate everything and make the voice ready; raises ServiceError / ParameterError / VoiceError."""
         loaded = self.variants.get(variant)
         if loaded is None:
-            raise RequestError(f"model '{variant}' is not loaded (loaded: {', '.join(self.variants)})", status=404)
+            raise ServiceError(404, f"model '{variant}' is not loaded (loaded: {', '.join(self.variants)})")
         if not isinstance(text, str) or not text.strip():
-            raise RequestError("text: must be a non-empty string")
+            raise ServiceError(400, "text: must be a non-empty string")
         if len(text) > self.settings.max_text_length:
-            raise RequestError(
+            raise ServiceError(
+                413,
                 f"text: {len(text)} characters is over the limit of {self.settings.max_text_length} (MAX_TEXT_LENGTH)",
-                status=413,
             )
+        bad_text = unpaired_surrogate_message("text", text)
+        if bad_text:
+            raise ServiceError(400, bad_text)
         unknown = sorted(set(raw_params) - KNOWN_FIELDS)
         if unknown:
             raise ParameterError(unknown[0], f"unknown parameter (known: {', '.join(sorted(KNOWN_FIELDS))})")
@@ -320,28 +318,6 @@ class ChatterboxEngine:
             wav = wav.squeeze(0).detach().cpu().numpy()
             watermarked = model.watermarker.apply_watermark(wav, sample_rate=SAMPLE_RATE)
         return np.ascontiguousarray(watermarked, dtype=np.float32)
-
-
-def tolerate_missing_chinese_segmenter() -> None:
-    """Upstream's multilingual tokenizer downloads a Chinese word segmenter model (spacy_pkuseg) when
-    it is built and only survives an ImportError; offline, the ConnectionError would stop the whole
-    model from loading. Degrade to unsegmented Chinese instead, with a warning, as upstream does for
-    a missing package."""
-    from chatterbox.models.tokenizers.tokenizer import ChineseCangjieConverter
-
-    original = ChineseCangjieConverter._init_segmenter
-    if getattr(original, "_tolerant", False):
-        return
-
-    def init_segmenter(self):
-        try:
-            original(self)
-        except Exception as exc:
-            logger.warning("Chinese word segmentation disabled (spacy_pkuseg model unavailable: %s)", exc)
-            self.segmenter = None
-
-    init_segmenter._tolerant = True
-    ChineseCangjieConverter._init_segmenter = init_segmenter
 
 
 def _with_pauses(tokens: Iterator[int]) -> Iterator[int | None]:

@@ -1,36 +1,15 @@
-"""What differs between the three Chatterbox variants: classes, weight files, hub repos, defaults."""
+"""What the predictor needs to load each variant: upstream classes, weight files, hub repos.
+
+Facts the adapter shares (names, languages, sample rate, reference minimum, parameter defaults)
+live in contract/.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-VARIANT_NAMES = ("standard", "turbo", "multilingual")
-
-MULTILINGUAL_LANGUAGES = (
-    "ar",
-    "da",
-    "de",
-    "el",
-    "en",
-    "es",
-    "fi",
-    "fr",
-    "he",
-    "hi",
-    "it",
-    "ja",
-    "ko",
-    "ms",
-    "nl",
-    "no",
-    "pl",
-    "pt",
-    "ru",
-    "sv",
-    "sw",
-    "tr",
-    "zh",
-)
+from contract.params import CFG_VARIANTS
+from contract.variants import MIN_REFERENCE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -41,26 +20,24 @@ class VariantSpec:
     hub_repo: str
     # Files `from_local` reads; the first must exist for a folder to count as this variant's weights.
     required_files: tuple[str, ...]
-    # Generation defaults, as upstream's generate() has them.
-    default_top_p: float
-    default_min_p: float
-    default_repetition_penalty: float
-    uses_cfg: bool  # standard and multilingual run classifier-free guidance; turbo ignores cfg/exaggeration/min_p
-    min_reference_seconds: float  # turbo's prepare_conditionals asserts a reference longer than 5 s
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Standard and multilingual run classifier-free guidance; turbo ignores cfg/exaggeration/min_p."""
+        return self.name in CFG_VARIANTS
+
+    @property
+    def min_reference_seconds(self) -> float:
+        return MIN_REFERENCE_SECONDS[self.name]
 
 
-VARIANTS: dict[str, VariantSpec] = {
+VARIANT_SPECS: dict[str, VariantSpec] = {
     "standard": VariantSpec(
         name="standard",
         module="chatterbox.tts",
         class_name="ChatterboxTTS",
         hub_repo="ResembleAI/chatterbox",
         required_files=("t3_cfg.safetensors", "ve.safetensors", "s3gen.safetensors", "tokenizer.json"),
-        default_top_p=1.0,
-        default_min_p=0.05,
-        default_repetition_penalty=1.2,
-        uses_cfg=True,
-        min_reference_seconds=0.0,
     ),
     "turbo": VariantSpec(
         name="turbo",
@@ -68,11 +45,6 @@ VARIANTS: dict[str, VariantSpec] = {
         class_name="ChatterboxTurboTTS",
         hub_repo="ResembleAI/chatterbox-turbo",
         required_files=("t3_turbo_v1.safetensors", "ve.safetensors", "s3gen_meanflow.safetensors"),
-        default_top_p=0.95,
-        default_min_p=0.0,
-        default_repetition_penalty=1.2,
-        uses_cfg=False,
-        min_reference_seconds=5.0,
     ),
     "multilingual": VariantSpec(
         name="multilingual",
@@ -80,10 +52,5 @@ VARIANTS: dict[str, VariantSpec] = {
         class_name="ChatterboxMultilingualTTS",
         hub_repo="ResembleAI/chatterbox",
         required_files=("t3_mtl23ls_v2.safetensors", "ve.pt", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json"),
-        default_top_p=1.0,
-        default_min_p=0.05,
-        default_repetition_penalty=2.0,
-        uses_cfg=True,
-        min_reference_seconds=0.0,
     ),
 }

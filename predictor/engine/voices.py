@@ -18,7 +18,7 @@ from pathlib import Path
 
 import soundfile
 
-from ..voice_paths import resolve_voice_path
+from contract.voice_paths import VoicePathError, resolve_voice_path
 
 
 class VoiceError(ValueError):
@@ -49,8 +49,6 @@ BUILTIN_VOICE = VoiceSource(content=None, label="built-in")
 
 
 def voice_from_folder(voices_dir: str, name: str) -> VoiceSource:
-    from ..voice_paths import VoicePathError
-
     try:
         path = resolve_voice_path(voices_dir, name)
     except VoicePathError as exc:

@@ -189,7 +189,7 @@ def test_dockerfile_layers_requirements_before_code(name):
     code = [
         i
         for i, rest in copies
-        if re.search(r"\b(predictor|adapter)/", rest.split("--from=build")[-1]) and "requirements" not in rest
+        if re.search(r"\b(contract|predictor|adapter)/", rest.split("--from=build")[-1]) and "requirements" not in rest
     ]
     assert req and code and max(req) < min(code), "requirements must be copied (and installed) before the code"
     # Every COPY source exists (the build context is the repository root).
@@ -217,16 +217,16 @@ def test_predictor_images_install_the_lock_and_chatterbox():
     assert "python3.11" in cuda_runs
 
 
-def test_adapter_image_has_no_torch():
+def test_adapter_image_installs_the_adapter_extra_without_torch():
     instructions = dockerfile(DOCKERFILES["adapter"])
     assert all(b.startswith("python:3.11-slim") for b in base_images(instructions))
-    text = " ".join(rest for _, rest in instructions)
-    assert "requirements.lock" not in text and "torch" not in text
-    requirements = (DOCKER / "adapter-requirements.txt").read_text()
-    assert not re.search(r"^(torch|torchaudio|chatterbox|librosa|transformers)\b", requirements, re.M)
-    # Only these files of the predictor package are copied; the adapter must import nothing else from it.
-    copied = [rest for word, rest in instructions if word == "COPY" and "predictor/" in rest]
-    assert copied == ["predictor/__init__.py predictor/voice_paths.py /app/predictor/"]
+    runs = " && ".join(rest for word, rest in instructions if word == "RUN")
+    assert "extra_requirements.py /src/pyproject.toml adapter" in runs and "-c /src/requirements.lock" in runs
+    assert 'pip install --no-deps "/src[adapter]"' in runs
+    assert "torch" not in " ".join(rest for _, rest in instructions)
+    # Only the shared contract and the adapter are copied: nothing of the predictor.
+    copied = [rest for word, rest in instructions if word == "COPY" and "--from=" not in rest]
+    assert not any("predictor/" in rest for rest in copied), copied
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -258,35 +258,32 @@ def _lock() -> dict[str, str]:
     return pins
 
 
-def _adapter_requirements() -> dict[str, str]:
-    pins = {}
-    for line in (DOCKER / "adapter-requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[^=\s]+", line), f"not pinned exactly: {line}"
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
-    return pins
+def _adapter_closure() -> set[str]:
+    """The adapter extra of pyproject.toml and everything it pulls in, from the installed metadata."""
+    from scripts.extra_requirements import requirements
 
-
-def test_adapter_requirements_are_pinned_to_the_lock():
-    lock, pins = _lock(), _adapter_requirements()
-    for name, version in pins.items():
-        assert lock.get(name) == version, f"{name}=={version} but requirements.lock has {lock.get(name)}"
-
-
-def test_adapter_requirements_are_complete():
-    """Every dependency of a listed package is listed (the Dockerfile installs with --no-deps)."""
-    pins = _adapter_requirements()
-    missing = set()
-    for name in pins:
+    pending = [Requirement(r) for r in requirements(str(ROOT / "pyproject.toml"), ["adapter"])]
+    seen: set[str] = set()
+    while pending:
+        req = pending.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
         for spec in metadata.distribution(name).requires or []:
-            req = Requirement(spec)
-            if req.marker and not req.marker.evaluate({"extra": "", "python_version": "3.11"}):
+            sub = Requirement(spec)
+            env = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux"}
+            if sub.marker and not any(sub.marker.evaluate({**env, "extra": e}) for e in ["", *req.extras]):
                 continue
-            if canonicalize_name(req.name) not in pins:
-                missing.add(f"{req.name} (for {name})")
-    assert not missing, sorted(missing)
+            pending.append(sub)
+    return seen
+
+
+def test_the_adapter_extra_pulls_in_no_torch_and_is_pinned_by_the_lock():
+    closure, lock = _adapter_closure(), _lock()
+    assert not closure & {"torch", "torchaudio", "chatterbox-tts", "librosa", "transformers", "kserve"}, closure
+    unpinned = sorted(name for name in closure if name not in lock)
+    assert not unpinned, f"in the adapter's dependency tree but not in requirements.lock: {unpinned}"
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -310,26 +307,27 @@ def _module_level_imports(path: Path) -> set[str]:
 
 def _adapter_sources() -> list[Path]:
     files = sorted((ROOT / "adapter").rglob("*.py"))
-    return files + [ROOT / "predictor" / "__init__.py", ROOT / "predictor" / "voice_paths.py"]
+    return files + sorted((ROOT / "contract").rglob("*.py"))
 
 
 def test_adapter_imports_are_in_its_requirements():
-    pins = _adapter_requirements()
+    pins = _adapter_closure()
     providers = metadata.packages_distributions()
     stdlib = set(sys.stdlib_module_names)
     problems = []
     for path in _adapter_sources():
         for module in _module_level_imports(path):
             top = module.split(".")[0]
-            if top in stdlib or top == "adapter":
+            if top in stdlib or top in ("adapter", "contract"):
                 continue
             if top == "predictor":
-                if module not in ("predictor", "predictor.voice_paths"):
-                    problems.append(f"{path.relative_to(ROOT)} imports {module} (not in the adapter image)")
+                problems.append(f"{path.relative_to(ROOT)} imports {module} (not in the adapter image)")
                 continue
             dists = {canonicalize_name(d) for d in providers.get(top, [])}
             if not dists & set(pins):
-                problems.append(f"{path.relative_to(ROOT)} imports {top}, provided by none of adapter-requirements.txt")
+                problems.append(
+                    f"{path.relative_to(ROOT)} imports {top}, provided by nothing the adapter extra installs"
+                )
     assert not problems, problems
 
 
@@ -524,3 +522,12 @@ def test_gpu_compose_reserves_a_gpu():
     assert compose_env(gpu)["DEVICE"] == "cuda"
     assert "deploy" not in compose("cpu")["services"]["predictor"]
     assert compose_env(compose("cpu")["services"]["predictor"])["DEVICE"] == "cpu"
+
+
+def test_the_images_version_is_the_code_version():
+    """One version: contract.__version__ (pyproject.toml reads it); the chart's appVersion, which the
+    image tags default to, must agree with it."""
+    import contract
+
+    chart = yaml.safe_load((cr.CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == contract.__version__

@@ -1,8 +1,8 @@
 """A test double of the predictor's network API (docs/predictor-api.md) for the adapter's tests.
 
-It speaks the same routes and shapes, produces a sine wave instead of speech, and has a few
-test-only controls (under /_test) so tests can see what the adapter sent and whether it cancelled.
-Markers in the text change its behaviour:
+It speaks the same routes and the same stream protocol (contract/stream.py), produces a sine wave
+instead of speech, and has a few test-only controls (under /_test) so tests can see what the adapter
+sent and whether it cancelled. Markers in the text change its behaviour:
   [fail400]  400 before streaming        [midfail]  one chunk, then an error event
   [slow]     many chunks, 0.2 s apart    [empty]    no audio at all
   [long]     ~3 s of audio                  [unflagged] no chunk says final (older predictors)
@@ -14,21 +14,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from predictor.voice_paths import VoicePathError, resolve_voice_path
+from contract.stream import (
+    MEDIA_TYPE,
+    STREAM_PATH,
+    ChunkEvent,
+    DoneEvent,
+    ErrorEvent,
+    GenerateStreamRequest,
+    encode_event,
+)
+from contract.variants import SAMPLE_RATE
+from contract.voice_paths import VoicePathError, resolve_voice_path
 
-RATE = 24000
-CHUNK = RATE // 4  # 0.25 s per upstream chunk
+CHUNK = SAMPLE_RATE // 4  # 0.25 s per upstream chunk
 
 
 def build_app(voices_dir: str, models: list[str]) -> FastAPI:
@@ -48,26 +55,25 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
             "loaded_models": models,
             "device": "cpu",
             "version": "0.1.0-fake",
-            "sample_rate": RATE,
+            "sample_rate": SAMPLE_RATE,
             "ready": state["ready"],
         }
 
-    @app.post("/v2/models/{name}/generate_stream")
-    async def generate_stream(name: str, request: Request):
-        body = await request.json()
-        state["requests"].append({"model": name, **body})
+    @app.post(STREAM_PATH.replace("{model}", "{name}"))
+    async def generate_stream(name: str, body: GenerateStreamRequest):
+        state["requests"].append({"model": name, **body.model_dump()})
         del state["requests"][:-20]
         if name not in models:
             return err(404, f"model '{name}' is not loaded")
-        text = body.get("text_input") or ""
-        params = body.get("parameters") or {}
+        text = body.text_input
+        params = body.parameters
         if not text.strip():
-            return err(400, "text_input must not be empty")
+            return err(400, "text: must be a non-empty string")
         if "voice" in params:
             try:
                 resolve_voice_path(voices_dir, params["voice"])
             except VoicePathError as exc:
-                return err(404 if exc.not_found else 400, str(exc))
+                return err(400, str(exc))  # as in the real predictor: a voice it cannot use is a bad request
         if "[fail400]" in text:
             return err(400, "parameter 'temperature' rejected by fake predictor")
 
@@ -79,7 +85,7 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
             n_chunks, delay = 0, 0.0
         else:
             n_chunks, delay = 4, 0.0
-        t = np.arange(n_chunks * CHUNK, dtype=np.float32) / RATE
+        t = np.arange(n_chunks * CHUNK, dtype=np.float32) / SAMPLE_RATE
         wave = (0.3 * np.sin(2 * np.pi * 220.0 * t)).astype("<f4")
 
         async def events():
@@ -91,33 +97,20 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
                         await asyncio.sleep(delay)
                     piece = wave[i * CHUNK : (i + 1) * CHUNK]
                     final = i == n_chunks - 1 and "[unflagged]" not in text
-                    yield _sse(
-                        {
-                            "type": "chunk",
-                            "index": i,
-                            "sample_rate": RATE,
-                            "final": final,
-                            "audio_b64": base64.b64encode(piece.tobytes()).decode(),
-                        }
-                    )
+                    yield encode_event(ChunkEvent.from_samples(i, piece, final))
                     if "[midfail]" in text:
-                        yield _sse({"type": "error", "code": 500, "message": "fake failure mid-stream"})
+                        yield encode_event(ErrorEvent(code=500, message="fake failure mid-stream"))
                         finished = True
                         return
-                yield _sse(
-                    {
-                        "type": "done",
-                        "chunks": n_chunks,
-                        "duration_seconds": len(wave) / RATE,
-                        "speech_tokens": n_chunks * 6,
-                    }
+                yield encode_event(
+                    DoneEvent(chunks=n_chunks, duration_seconds=len(wave) / SAMPLE_RATE, speech_tokens=n_chunks * 6)
                 )
                 finished = True
             finally:
                 state["active"] -= 1
                 state["completed" if finished else "cancelled"] += 1
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events(), media_type=MEDIA_TYPE)
 
     @app.get("/_test/state")
     async def test_state():
@@ -129,10 +122,6 @@ def build_app(voices_dir: str, models: list[str]) -> FastAPI:
         return {"ready": value}
 
     return app
-
-
-def _sse(event: dict) -> bytes:
-    return f"data: {json.dumps(event)}\n\n".encode()
 
 
 def main() -> None:

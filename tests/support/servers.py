@@ -79,6 +79,7 @@ def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_ove
         VOICES_DIR=str(voices_dir),
         LOG_LEVEL="warning",
         PYTHONPATH=str(ROOT),
+        WYOMING_PORT="0",  # Wyoming's fixed 10200 would collide between adapters; its tests pick a free port
     )
     env.update({k: str(v) for k, v in env_overrides.items()})
     server = ManagedProcess(adapter_command(), env, "adapter", log_dir=log_dir)

@@ -19,10 +19,11 @@ from adapter.audio import Rechunker, chunk_bytes_for, to_pcm16, wav_header
 from adapter.codecs import Encoder, encode_whole
 from adapter.errors import APIError, describe_validation_errors
 from adapter.limits import SlotPool, check_text_length
-from adapter.predictor_client import PredictorClient, PredictorError
+from adapter.predictor_client import PredictorClient
 from adapter.schemas import RANGES, SayMessage, TTSRequest
 from adapter.settings import Settings, SettingsError
 from adapter.voice_library import DEFAULT_FILE, VoiceLibrary
+from contract.errors import ServiceError
 from tests.support.servers import make_audio
 
 # --- settings ---------------------------------------------------------------------------------
@@ -261,6 +262,10 @@ def _chunk(samples, **fields) -> dict:
     return {"type": "chunk", "index": 0, "sample_rate": 24000, "audio_b64": base64.b64encode(data).decode(), **fields}
 
 
+def _done(chunks: int) -> dict:
+    return {"type": "done", "chunks": chunks, "duration_seconds": 0.1, "speech_tokens": 3 * chunks}
+
+
 def _run_stream(handler) -> tuple[list, Exception | None]:
     async def main():
         client = PredictorClient("http://predictor", 5, transport=httpx.MockTransport(handler))
@@ -269,7 +274,7 @@ def _run_stream(handler) -> tuple[list, Exception | None]:
             stream = await client.open_stream("standard", "hi", {"voice": "a.wav"})
             async for chunk in stream:
                 got.append((chunk.samples.tolist(), chunk.final))
-        except PredictorError as exc:
+        except ServiceError as exc:
             error = exc
         finally:
             await client.aclose()
@@ -284,7 +289,11 @@ def test_stream_yields_float_chunks_and_sends_the_documented_body():
     def handler(request: httpx.Request) -> httpx.Response:
         seen.update(path=request.url.path, body=json.loads(request.content))
         # One event split over two data lines (allowed by SSE) and a comment line.
-        body = b": keep-alive\n\n" + _sse(_chunk([0.5, -0.5])) + b'data: {"type": "done",\ndata: "chunks": 1}\n\n'
+        body = (
+            b": keep-alive\n\n"
+            + _sse(_chunk([0.5, -0.5]))
+            + b'data: {"type": "done",\ndata: "chunks": 1, "duration_seconds": 0.1, "speech_tokens": 3}\n\n'
+        )
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
     got, error = _run_stream(handler)
@@ -297,7 +306,7 @@ def test_stream_yields_float_chunks_and_sends_the_documented_body():
 
 
 def test_a_flagged_final_chunk_is_the_last_one():
-    body = _sse(_chunk([0.1], final=False), _chunk([0.2], final=True), {"type": "done", "chunks": 2})
+    body = _sse(_chunk([0.1], final=False), _chunk([0.2], final=True), _done(2))
     got, error = _run_stream(lambda request: httpx.Response(200, content=body))
     assert error is None and got == [([pytest.approx(0.1)], False), ([pytest.approx(0.2)], True)]
 

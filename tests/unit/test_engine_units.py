@@ -7,18 +7,19 @@ import os
 
 import pytest
 
+from contract.voice_paths import VoicePathError, resolve_voice_path, safe_voice_filename
 from predictor.engine.params import ParameterError, parse_params
 from predictor.engine.text import split_text
-from predictor.voice_paths import VoicePathError, resolve_voice_path, safe_voice_filename
 
 
-def test_defaults_follow_upstream_per_variant():
+def test_defaults_follow_the_seed_per_variant():
     standard = parse_params("standard", {}, 1000)
     assert (standard.exaggeration, standard.cfg_weight, standard.temperature) == (0.5, 0.5, 0.8)
-    assert (standard.top_p, standard.min_p, standard.repetition_penalty) == (1.0, 0.05, 1.2)
+    assert (standard.top_p, standard.min_p, standard.repetition_penalty) == (0.95, 0.05, 1.2)
     turbo = parse_params("turbo", {}, 1000)
-    assert (turbo.top_p, turbo.top_k, turbo.min_p) == (0.95, 1000, 0.0)
-    assert parse_params("multilingual", {}, 1000).repetition_penalty == 2.0
+    assert (turbo.top_p, turbo.top_k, turbo.repetition_penalty) == (0.95, 1000, 1.2)
+    assert parse_params("turbo", {"top_k": 0}, 1000).top_k == 0  # 0 disables top-k
+    assert parse_params("multilingual", {}, 1000).repetition_penalty == 2.0  # upstream's, documented
     assert parse_params("multilingual", {}, 1000).language_id == "en"
     assert standard.max_new_tokens == 1000
 
@@ -59,6 +60,8 @@ def test_language_ids():
         parse_params("multilingual", {"language_id": "xx"}, 1000)
     with pytest.raises(ParameterError, match="multilingual"):
         parse_params("standard", {"language_id": "fr"}, 1000)
+    with pytest.raises(ParameterError, match="must be one of"):
+        parse_params("turbo", {"language_id": "english"}, 1000)  # a typo no longer passes silently
     assert parse_params("standard", {"language_id": "en"}, 1000).language_id is None
 
 

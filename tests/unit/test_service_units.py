@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from contract.errors import ServiceError
 from predictor.engine.engine import AudioChunk
-from predictor.service import SynthesisError, SynthesisService
+from predictor.service import SynthesisService
 from predictor.torch_thread import TorchThread
 
 
@@ -81,7 +82,7 @@ def test_a_full_service_answers_429_and_an_abandoned_stream_frees_its_slot():
     async def scenario():
         stream = service.stream("turbo", "long", {})
         assert (await anext(stream)).index == 0
-        with pytest.raises(SynthesisError) as busy:
+        with pytest.raises(ServiceError) as busy:
             await anext(service.stream("turbo", "other", {}))
         assert busy.value.status == 429
         await stream.aclose()  # the client went away

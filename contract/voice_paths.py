@@ -1,6 +1,6 @@
 """Safe resolution of user-supplied voice names inside the voice folder.
 
-Shared by the predictor and the adapter (it imports nothing heavy), so both refuse the same names
+Shared by the predictor and the adapter, so both refuse the same names
 with the same words. The refusal never says whether the outside file exists.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .text import unpaired_surrogate_message
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac")
 
@@ -30,6 +32,9 @@ def resolve_voice_path(voices_dir: str | os.PathLike, name: str, *, must_exist: 
         raise VoicePathError("voice name must be a non-empty string")
     if "\x00" in name:
         raise VoicePathError("voice name contains a NUL character")
+    bad_text = unpaired_surrogate_message("voice name", name)
+    if bad_text:
+        raise VoicePathError(bad_text)
     root = Path(voices_dir).resolve()
     candidate = Path(name)
     if not candidate.is_absolute():
@@ -44,6 +49,9 @@ def resolve_voice_path(voices_dir: str | os.PathLike, name: str, *, must_exist: 
 
 def safe_voice_filename(name: str) -> str:
     """Reduce an uploaded file name to a plain, safe name inside the voice folder (or raise)."""
+    bad_text = unpaired_surrogate_message("file name", name)
+    if bad_text:
+        raise VoicePathError(bad_text)
     base = os.path.basename(name.replace("\\", "/")).strip()
     cleaned = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in base).strip(" .")
     stem, dot, suffix = cleaned.rpartition(".")

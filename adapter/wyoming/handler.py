@@ -1,0 +1,188 @@
+"""One Wyoming connection: describe -> info; synthesize -> audio-start, audio-chunk*, audio-stop;
+synthesize-start, synthesize-chunk*, synthesize-stop -> the same audio events, then synthesize-stopped.
+
+Every piece of text goes through adapter.synthesis.Synthesis, so Wyoming requests hold a slot of the
+same pool as HTTP and WebSocket requests (MAX_CONCURRENT_REQUESTS) and are refused the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sentence_stream import SentenceBoundaryDetector
+from starlette.concurrency import run_in_threadpool
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+
+from adapter.audio import Rechunker, chunk_bytes_for
+from adapter.codecs import Encoder
+from adapter.errors import APIError
+from adapter.schemas import HttpAudioOptions, TTSRequest, VoiceOptions
+from adapter.synthesis import AppContext, Synthesis
+from adapter.wyoming import catalogue
+from contract.errors import ServiceError
+from contract.variants import SAMPLE_RATE
+
+log = logging.getLogger("adapter.wyoming")
+
+TRANSPORT = "wyoming"  # the `transport` label of the adapter's synthesis metrics
+SAMPLE_WIDTH = 2  # 16-bit PCM
+CHANNELS = 1
+# Home Assistant plays each audio-chunk whole before the next, so chunks are kept short.
+CHUNK_MS = 40
+
+
+class _Gone(Exception):
+    """The client closed the connection."""
+
+
+class TextStream:
+    """The state of one synthesize-start ... synthesize-stop exchange."""
+
+    def __init__(self, voice: SynthesizeVoice | None):
+        self.voice = voice
+        self.sentences = SentenceBoundaryDetector()
+        self.audio_started = False
+
+
+class TtsHandler(AsyncEventHandler):
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: AppContext, running: set[asyncio.Task]
+    ):
+        super().__init__(reader, writer)
+        self.ctx = ctx
+        self.stream: TextStream | None = None
+        self._running = running
+
+    async def run(self) -> None:
+        """Registered in `running` so that shutdown can cancel it and wait for its cleanup."""
+        task = asyncio.current_task()
+        self._running.add(task)
+        try:
+            await super().run()
+        except (ConnectionError, ValueError) as exc:
+            # A peer that breaks the framing (or the connection) ends only its own connection.
+            log.info("wyoming connection closed: %s", exc)
+        finally:
+            self._running.discard(task)
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            await self._dispatch(event)
+        except _Gone:
+            return False
+        return True
+
+    async def write_event(self, event: Event) -> None:
+        try:
+            await super().write_event(event)
+        except (ConnectionError, OSError, RuntimeError):
+            raise _Gone() from None
+
+    async def _dispatch(self, event: Event) -> None:
+        if Describe.is_type(event.type):
+            await self.write_event((await self.describe()).event())
+        elif Synthesize.is_type(event.type):
+            # Inside a stream, Home Assistant repeats the whole text for servers that do not stream: ignore it.
+            if self.stream is None:
+                request = Synthesize.from_event(event)
+                started = await self.speak(request.text, request.voice, audio_started=False)
+                if started:
+                    await self.write_event(AudioStop().event())
+        elif SynthesizeStart.is_type(event.type):
+            self.stream = TextStream(SynthesizeStart.from_event(event).voice)
+        elif SynthesizeChunk.is_type(event.type):
+            if self.stream is None:
+                await self.error(400, "synthesize-chunk without synthesize-start")
+                return
+            # Each sentence is spoken as soon as it is complete, while the rest of the text is still coming.
+            for sentence in self.stream.sentences.add_chunk(SynthesizeChunk.from_event(event).text):
+                await self._speak_in_stream(sentence)
+        elif SynthesizeStop.is_type(event.type):
+            if self.stream is not None:
+                await self._speak_in_stream(self.stream.sentences.finish())
+                if self.stream.audio_started:
+                    await self.write_event(AudioStop().event())
+                self.stream = None
+            await self.write_event(SynthesizeStopped().event())
+        # Anything else (ping, other domains) is dropped, as the protocol asks of servers.
+
+    async def describe(self):
+        try:
+            loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
+        except ServiceError as exc:
+            # Home Assistant still gets an answer (its voices, no models) and asks again later.
+            log.warning("wyoming describe: predictor unavailable (%s)", exc.message)
+            loaded = []
+        voices = await run_in_threadpool(self.ctx.voices.list_voices)
+        return catalogue.describe(loaded, voices)
+
+    async def _speak_in_stream(self, text: str) -> None:
+        stream = self.stream
+        if stream is not None and text.strip():
+            stream.audio_started = await self.speak(text, stream.voice, stream.audio_started)
+
+    async def speak(self, text: str, voice: SynthesizeVoice | None, audio_started: bool) -> bool:
+        """Synthesises `text` into audio-chunk events (audio-start first, unless already sent); an
+        error becomes an `error` event. Returns whether audio-start has been sent."""
+        synthesis = None
+        encoder = Encoder("pcm_s16le", SAMPLE_RATE)
+        outcome = "error"
+        try:
+            synthesis = await self._admit(text, voice)
+            rechunker = Rechunker(chunk_bytes_for(SAMPLE_RATE, CHUNK_MS))
+            async for chunk in synthesis.chunks():
+                pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
+                if chunk.final:
+                    pieces.extend(rechunker.finish())
+                for piece in pieces:
+                    if not audio_started:
+                        await self.write_event(AudioStart(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS).event())
+                        audio_started = True
+                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece).event())
+            outcome = "ok"
+        except ServiceError as exc:
+            await self.error(exc.status, exc.message)
+        except _Gone:
+            outcome = "cancelled"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Exception:
+            log.exception("wyoming synthesis failed")
+            await self.error(500, "internal server error")
+        finally:
+            if synthesis is not None:
+                await synthesis.close(outcome, encoder.duration_seconds)
+        return audio_started
+
+    async def _admit(self, text: str, voice: SynthesizeVoice | None) -> Synthesis:
+        if not text.strip():
+            raise APIError(422, "text must not be empty")
+        loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
+        choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
+        request = TTSRequest(
+            text=text,
+            model=choice.model,
+            language_id=choice.language,
+            voice=VoiceOptions(audio_prompt_path=choice.voice),
+            audio=HttpAudioOptions(format="pcm_s16le", stream=True),
+        )
+        return Synthesis(self.ctx, request, TRANSPORT)
+
+    async def error(self, status: int, message: str) -> None:
+        """Wyoming errors carry a text and a code; the code is the HTTP API's status for the same problem."""
+        await self.write_event(Error(text=message, code=str(status)).event())
