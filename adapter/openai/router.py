@@ -31,6 +31,7 @@ from adapter.routes import get_ctx
 from adapter.routes.tts import ClientGone, SynthesisStreamingResponse, _unless_disconnected
 from adapter.schemas import RANGES
 from adapter.synthesis import AppContext, Synthesis
+from contract.variants import SAMPLE_RATE
 
 log = logging.getLogger("adapter.openai")
 _RANGES = {**RANGES, "speed": f"{MIN_SPEED:g}-{MAX_SPEED:g}"}
@@ -98,7 +99,8 @@ def build_router(model_map: str | None) -> APIRouter:
         seed = serving.seed_request(body, variant, voice, streaming=body.stream)
         fmt = serving.codec_format(body.response_format)
         # Made before admission: an encoder that cannot be built must not cost a slot.
-        encoder = Encoder(fmt, serving.OPENAI_SAMPLE_RATE, streaming=body.stream, speed=body.speed)
+        # OpenAI's outputs are 24 kHz mono, pcm included.
+        encoder = Encoder(fmt, SAMPLE_RATE, streaming=body.stream, speed=body.speed)
         synthesis = Synthesis(ctx, seed, "openai")
         try:
             if not body.stream:

@@ -29,6 +29,7 @@ from adapter.openai.protocol import (
 )
 from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
 from contract.errors import ServiceError
+from contract.variants import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from contract.voice_paths import AUDIO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from adapter.voice_library import VoiceLibrary
 
 VARIANTS: tuple[str, ...] = get_args(ModelName)
-OPENAI_SAMPLE_RATE = 24000  # OpenAI's outputs are 24 kHz mono, pcm included
-SAMPLES_PER_SPEECH_TOKEN = 960  # 25 speech tokens per second at 24 kHz
 
 # OpenAI model name -> Chatterbox variants in order of preference; the first loaded one serves it.
 DEFAULT_MODEL_MAP: dict[str, tuple[str, ...]] = {
@@ -141,17 +140,17 @@ def list_voices(voices: VoiceLibrary) -> list[VoiceEntry]:
 
 
 def seed_request(body, variant: str, voice: str | None, streaming: bool) -> TTSRequest:
-    """The seed API's request for an OpenAI one: the same synthesis path and the same checks."""
-    # Only what the client set: the predictor applies the parameter table's defaults for the model.
-    sampling = {name: getattr(body, name) for name in body.model_fields_set & set(CHATTERBOX_PARAMETERS)}
-    sampling.pop("language_id", None)
+    """The seed API's request for an OpenAI one: the same synthesis path and the same checks. Only
+    the parameters the client set are passed on, so the predictor applies each model's own defaults."""
+    chosen = body.model_dump(include=set(CHATTERBOX_PARAMETERS) & body.model_fields_set)
+    language = {"language_id": chosen.pop("language_id")} if "language_id" in chosen else {}
     return TTSRequest(
         text=body.input,
         model=variant,
-        language_id=body.language_id if "language_id" in body.model_fields_set else None,
-        voice=VoiceOptions(audio_prompt_path=voice, **{k: v for k, v in sampling.items() if v is not None}),
+        **language,
+        voice=VoiceOptions(audio_prompt_path=voice, **chosen),
         # The codec works at OpenAI's 24 kHz; the format is the encoder's business, not the request's.
-        audio=HttpAudioOptions(format="wav", sample_rate=OPENAI_SAMPLE_RATE, stream=streaming),
+        audio=HttpAudioOptions(format="wav", sample_rate=SAMPLE_RATE, stream=streaming),
     )
 
 
@@ -172,10 +171,7 @@ def error_info(status: int, message: str, param: str | None = None) -> ErrorInfo
 
 def usage(text: str, synthesis: Synthesis, generated_samples: int) -> SpeechUsage:
     summary = synthesis.summary
-    if summary is not None:
-        speech_tokens = summary.speech_tokens
-    else:
-        speech_tokens = generated_samples // SAMPLES_PER_SPEECH_TOKEN
+    speech_tokens = summary.speech_tokens if summary is not None else generated_samples // SAMPLES_PER_TOKEN
     return SpeechUsage(input_tokens=len(text), output_tokens=speech_tokens, total_tokens=len(text) + speech_tokens)
 
 
