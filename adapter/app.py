@@ -16,6 +16,7 @@ from adapter.discovery import PredictorLocator, make_locator
 from adapter.errors import install_error_handlers
 from adapter.limits import SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
+from adapter.openai import build_router as openai_router
 from adapter.predictor_client import PredictorClient
 from adapter.routes import health, page, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
@@ -45,8 +46,9 @@ Client → server:
   "audio": {"format": "pcm_s16le", "sample_rate": 24000, "stream": true, "chunk_size_ms": 40}}`
   → `{"type": "chunk", "id": "r1", "index": 0, "data": "<base64>", "is_last": false}` ... then
   `{"type": "done", "id": "r1", "duration_seconds": 2.5}`.
-  `format`: `pcm_s16le` (default; alias `pcm`) or `wav` (the first chunk starts with a streaming
-  WAV header). `stream: false` sends one chunk with the whole file.
+  `format`: `pcm_s16le` (default; alias `pcm`), `wav` (the first chunk starts with a streaming
+  WAV header), `mp3`, `opus`, `aac` (chunks of whole frames/pages) or `flac` (one chunk, at the end).
+  `stream: false` sends one chunk with the whole file.
 * `{"type": "set_voice", "voice_path": "my_voice.wav"}` → `{"type": "voice_set", "id": null, "voice_path": "my_voice.wav", "persisted": false}`
   (the connection's voice; `"persist": true` also makes it the shared default; `null` resets).
 
@@ -94,6 +96,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     app.include_router(health.router)
     app.include_router(tts.router, dependencies=protected)
     app.include_router(voices.router, dependencies=protected)
+    app.include_router(openai_router(settings.openai_model_map), dependencies=protected)
     app.include_router(ws.router)  # its own dependency: WebSocket auth closes with 1008
     app.include_router(_service_router(app, metrics), dependencies=protected)
     app.include_router(page.router)  # the page itself is public; its data routes need the token

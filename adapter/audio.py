@@ -1,4 +1,5 @@
-"""Output audio: resampling, 16-bit PCM / WAV encoding and fixed-duration re-chunking."""
+"""Output audio primitives: resampling, 16-bit PCM / WAV headers and fixed-duration re-chunking
+(the per-request encoder for every format is adapter/codecs.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import soxr
-
-from contract.variants import SAMPLE_RATE
 
 # A streamed WAV cannot know its length up front; 0xFFFFFFFF is the customary "unknown" size that
 # players and decoders (ffmpeg, browsers, libsndfile) read as "until the end of the stream".
@@ -79,36 +78,3 @@ class Rechunker:
 
 def chunk_bytes_for(sample_rate: int, chunk_size_ms: int) -> int:
     return max(1, round(sample_rate * chunk_size_ms / 1000)) * 2
-
-
-class Encoder:
-    """Float32 model audio in, 16-bit PCM at the requested rate out.
-
-    For wav output, callers put `stream_header()` before the first bytes, so the concatenated
-    output is a playable file (see STREAMING_WAV_SIZE); pcm_s16le output has no header.
-    """
-
-    def __init__(self, fmt: str, sample_rate: int, in_rate: int = SAMPLE_RATE):
-        self.format = fmt
-        self.sample_rate = sample_rate
-        self._resampler = StreamResampler(in_rate, sample_rate)
-        self.samples_out = 0
-
-    def encode(self, samples: np.ndarray, last: bool = False) -> bytes:
-        out = self._resampler.process(samples, last=last)
-        self.samples_out += out.size
-        return to_pcm16(out)
-
-    def stream_header(self) -> bytes:
-        return wav_header(self.sample_rate, None) if self.format == "wav" else b""
-
-    @property
-    def duration_seconds(self) -> float:
-        return self.samples_out / self.sample_rate
-
-
-def encode_whole(samples: np.ndarray, fmt: str, sample_rate: int, in_rate: int = SAMPLE_RATE) -> bytes:
-    """A complete file (exact WAV sizes) from all the audio at once."""
-    resampled = StreamResampler(in_rate, sample_rate).process(samples, last=True)
-    pcm = to_pcm16(resampled)
-    return wav_header(sample_rate, len(pcm)) + pcm if fmt == "wav" else pcm

@@ -21,7 +21,11 @@ RANGES = {
 }
 
 # Both spellings reach the same encoder; the canonical names are what responses report.
-_FORMAT_ALIASES = {"wav": "wav", "pcm": "pcm_s16le", "pcm_s16le": "pcm_s16le"}
+_FORMAT_ALIASES = {"pcm": "pcm_s16le"}
+# Output formats (encoders in adapter/codecs.py). Rates: opus 8/12/16/24/48 kHz; mp3 and aac the
+# MPEG rates from 8 to 48 kHz; wav, pcm_s16le and flac any rate the API accepts.
+AudioFormat = Literal["wav", "pcm_s16le", "mp3", "opus", "aac", "flac"]
+_FORMATS_DOC = "wav, pcm_s16le (alias: pcm; raw little-endian 16-bit mono), mp3, opus (Ogg Opus), aac (ADTS) or flac"
 
 
 def first_surrogate(value: Any, path: str) -> str | None:
@@ -100,23 +104,27 @@ class _AudioBase(_Strict):
     @field_validator("format", mode="before", check_fields=False)
     @classmethod
     def _canonical_format(cls, value: object) -> object:
-        if isinstance(value, str) and value.lower() in _FORMAT_ALIASES:
-            return _FORMAT_ALIASES[value.lower()]
+        if isinstance(value, str):
+            return _FORMAT_ALIASES.get(value.lower(), value.lower())
         return value
 
 
 class HttpAudioOptions(_AudioBase):
-    format: Literal["wav", "pcm_s16le"] = Field(
-        "wav", description="wav, or raw little-endian 16-bit mono PCM (alias: pcm)"
+    format: AudioFormat = Field("wav", description=_FORMATS_DOC)
+    stream: bool = Field(
+        False, description="Send audio with chunked transfer as it is generated (flac: whole, at the end)"
     )
-    stream: bool = Field(False, description="Send audio with chunked transfer as it is generated")
-    chunk_size_ms: int | None = Field(None, ge=10, le=5000, description="Streaming only: re-chunk to this duration")
+    chunk_size_ms: int | None = Field(
+        None, ge=10, le=5000, description="Streaming wav/pcm_s16le only: re-chunk to this duration"
+    )
 
 
 class WsAudioOptions(_AudioBase):
-    format: Literal["wav", "pcm_s16le"] = Field("pcm_s16le", description="pcm_s16le (alias: pcm) or wav")
+    format: AudioFormat = Field("pcm_s16le", description=_FORMATS_DOC)
     stream: bool = Field(True, description="false: one chunk with all the audio once it is generated")
-    chunk_size_ms: int = Field(40, ge=10, le=5000, description="Duration of each chunk message")
+    chunk_size_ms: int = Field(
+        40, ge=10, le=5000, description="wav/pcm_s16le: duration of each chunk (compressed: as encoded)"
+    )
 
 
 class _TextRequest(_Strict):

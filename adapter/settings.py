@@ -46,6 +46,7 @@ class Settings:
     voice_max_seconds: float = 60.0
     log_level: str = "info"
     wyoming_port: int = 10200  # Wyoming (Home Assistant) TTS server on HOST; 0 turns it off
+    openai_model_map: str | None = None  # JSON, laid over adapter/openai/serving.py's DEFAULT_MODEL_MAP
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

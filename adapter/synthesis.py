@@ -66,6 +66,11 @@ class Synthesis:
             params["language_id"] = self._request.language_id
         return params
 
+    @property
+    def summary(self) -> dict | None:
+        """The predictor's done event (speech_tokens, duration_seconds) once its stream has ended."""
+        return self._stream.done if self._stream is not None else None
+
     async def open(self) -> None:
         try:
             self._stream = await self._ctx.predictor.open_stream(

@@ -62,6 +62,7 @@ from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 from predictor.engine.variants import VARIANT_SPECS
 from predictor.random_weights import write_reference_wav
 
+from .bench_adapter import AdapterProcess
 from .bench_cpu import CpuMonitor
 from .bench_predictor import PredictorProcess
 from .upstream import load_upstream, upstream_generate
@@ -74,6 +75,7 @@ DEFAULT_STREAM_TEXT = (
     "This longer sentence keeps the model talking for a good while, so that streamed audio "
     "can start playing long before the whole utterance has been generated and vocoded"
 )
+DEFAULT_STREAM_SEED = 3  # with the random-weight checkpoints, both variants run to the 200-token cap
 TABLES = ("main", "streaming")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
@@ -115,6 +117,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stream-repeats", type=int, default=1, help="timed calls per variant in the streaming table (default 1)"
     )
     parser.add_argument("--stream-text", default=DEFAULT_STREAM_TEXT, help="text for the streaming table")
+    parser.add_argument(
+        "--stream-seed",
+        type=int,
+        default=DEFAULT_STREAM_SEED,
+        help=f"seed for the streaming table, one whose run reaches the cap (default {DEFAULT_STREAM_SEED})",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -175,14 +183,15 @@ class Context:
     args: argparse.Namespace
     device: str
     voice_path: Path
+    voices_dir: Path
     predictor: PredictorProcess | None = None  # the one for the variant being measured
     predictor_ready_s: dict = field(default_factory=dict)  # variant -> seconds from launch to ready
     warmed: set = field(default_factory=set)  # variants the predictor has already served
     other_cores: dict = field(default_factory=dict)  # "table/variant" -> cores other processes used, per timed call
 
-    def measured(self, key: str, fn: Callable[[], Any]) -> Any:
+    def measured(self, key: str, fn: Callable[[], Any], extra_pids: tuple[int, ...] = ()) -> Any:
         """Run one timed call, noting how busy the rest of the machine was meanwhile."""
-        with CpuMonitor([os.getpid(), self.predictor.popen.pid]).window() as window:
+        with CpuMonitor([os.getpid(), self.predictor.popen.pid, *extra_pids]).window() as window:
             value = fn()
         if window.other_cores is not None:
             self.other_cores.setdefault(key, []).append(window.other_cores)
@@ -409,84 +418,114 @@ def render_main(results: list[dict]) -> str:
 
 # ---- table: streaming ------------------------------------------------------------------------
 def streaming_table(ctx: Context, variant: str) -> dict:
-    """The predictor alone: time to first audio streamed (generate_stream) vs total latency
-    unstreamed (V2 infer), same text/seed/cap of `--stream-tokens` speech tokens."""
+    """One utterance of `--stream-tokens` speech tokens with the built-in voice, unstreamed and
+    streamed, on two routes: the predictor's own (V2 infer vs SSE generate_stream) and the adapter's
+    WebSocket (`say` with audio.stream false vs true; the adapter runs in front of the same predictor)."""
     args = ctx.args
     predictor = ctx.ready(variant)
-    params = ctx.ours_params(variant, args.stream_tokens)
-    if variant not in ctx.warmed:
-        log(f"{variant}: streaming warm-up (short infer + stream, prepares the voice)")
+    params = {"seed": args.stream_seed, "max_new_tokens": args.stream_tokens}
+    voice = dict(params)  # the WebSocket's `voice` object carries the same sampling parameters
+    adapter = AdapterProcess(predictor.url, ctx.voices_dir)
+    try:
+        adapter.wait_ready()
+        log(f"{variant}: streaming warm-up (short infer, stream and WebSocket say)")
         short = {**params, "max_new_tokens": min(10, args.stream_tokens)}
         predictor.infer(variant, args.stream_text, short)
         predictor.stream(variant, args.stream_text, short)
-        ctx.warmed.add(variant)
-    raw = {"unstreamed": [], "ttfa": [], "stream_total": [], "chunks": [], "first_chunk_audio_s": []}
-    audio_s, stream_audio_s, tokens, checks = [], [], [], []
-    key = f"streaming/{variant}"
-    for r in range(args.stream_repeats):
-        unstreamed = ctx.measured(key, lambda: predictor.infer(variant, args.stream_text, params))
-        log(
-            f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, V2 infer: {unstreamed.seconds:.2f} s "
-            f"({seconds(unstreamed.audio):.2f} s audio, {unstreamed.speech_tokens} tokens)"
-        )
-        stream = ctx.measured(key, lambda: predictor.stream(variant, args.stream_text, params))
-        log(
-            f"{variant} [{r + 1}/{args.stream_repeats}] streaming table, stream: first chunk {stream.first_chunk_seconds:.2f} s, "
-            f"done {stream.total_seconds:.2f} s ({len(stream.chunk_times)} chunks)"
-        )
-        raw["unstreamed"].append(unstreamed.seconds)
-        raw["ttfa"].append(stream.first_chunk_seconds)
-        raw["stream_total"].append(stream.total_seconds)
-        raw["chunks"].append(len(stream.chunk_times))
-        audio_s.append(seconds(unstreamed.audio))
-        stream_audio_s.append(seconds(stream.audio))
-        tokens.append(unstreamed.speech_tokens)
-        checks.append(
-            "same length"
-            if len(stream.audio) == len(unstreamed.audio)
-            else f"DIFFERENT LENGTH ({len(stream.audio)} vs {len(unstreamed.audio)} samples)"
-        )
-    unstreamed_s, ttfa_s, total_s = median(raw["unstreamed"]), median(raw["ttfa"]), median(raw["stream_total"])
-    audio = median(audio_s)
-    row = {
+        adapter.say(variant, args.stream_text, {**voice, "max_new_tokens": short["max_new_tokens"]}, stream=True)
+        routes = {
+            "predictor (SSE)": (
+                lambda: predictor.infer(variant, args.stream_text, params),
+                lambda: predictor.stream(variant, args.stream_text, params),
+            ),
+            "adapter (WebSocket)": (
+                lambda: adapter.say(variant, args.stream_text, voice, stream=False),
+                lambda: adapter.say(variant, args.stream_text, voice, stream=True),
+            ),
+        }
+        key = f"streaming/{variant}"
+        rows = []
+        for route, (unstreamed_call, streamed_call) in routes.items():
+            runs = []
+            for r in range(args.stream_repeats):
+                unstreamed = ctx.measured(key, unstreamed_call, extra_pids=[adapter.popen.pid])
+                streamed = ctx.measured(key, streamed_call, extra_pids=[adapter.popen.pid])
+                unstreamed_s = unstreamed.seconds if hasattr(unstreamed, "seconds") else unstreamed.total_seconds
+                log(
+                    f"{variant} [{r + 1}/{args.stream_repeats}] {route}: unstreamed {unstreamed_s:.2f} s; streamed: "
+                    f"first audio {streamed.first_chunk_seconds:.2f} s, done {streamed.total_seconds:.2f} s, "
+                    f"stall-free start {streamed.startup_delay_seconds:.2f} s ({len(streamed.chunk_times)} chunks, "
+                    f"{seconds(streamed.audio):.2f} s audio)"
+                )
+                runs.append((unstreamed_s, unstreamed, streamed))
+            rows.append(streaming_row(variant, route, runs, args.stream_tokens))
+    finally:
+        adapter.stop()
+    return {"variant": variant, "rows": rows, **ctx.contention(key)}
+
+
+def streaming_row(variant: str, route: str, runs: list, stream_tokens: int) -> dict:
+    unstreamed_s = median([u for u, _, _ in runs])
+    ttfa = median([s.first_chunk_seconds for _, _, s in runs])
+    total = median([s.total_seconds for _, _, s in runs])
+    startup = median([s.startup_delay_seconds for _, _, s in runs])
+    _, unstreamed, streamed = runs[-1]
+    tokens = getattr(unstreamed, "speech_tokens", None)
+    if tokens is not None and tokens < stream_tokens:
+        log(f"{variant}: note: the model stopped after {tokens} of {stream_tokens} speech tokens (try --stream-seed)")
+    return {
         "variant": variant,
-        "speech_tokens": tokens[0],
-        "audio_s": audio,
-        "unstreamed_latency_s": unstreamed_s,
-        "stream_ttfa_s": ttfa_s,
-        "stream_total_s": total_s,
-        "ttfa_over_unstreamed": ttfa_s / unstreamed_s,
-        "rtf_unstreamed": unstreamed_s / audio if audio else float("nan"),
-        "rtf_streamed": total_s / median(stream_audio_s) if median(stream_audio_s) else float("nan"),
-        "chunks": raw["chunks"][0],
-        "stream_vs_infer_length": summarize_checks(checks),
+        "route": route,
+        "speech_tokens": tokens,
+        "audio_s": seconds(unstreamed.audio),
+        "unstreamed_s": unstreamed_s,
+        "ttfa_s": ttfa,
+        "stream_total_s": total,
+        "startup_delay_s": startup,
+        "ttfa_over_unstreamed": ttfa / unstreamed_s,
+        "total_over_unstreamed": total / unstreamed_s,
+        "first_chunk_audio_ms": 1000 * streamed.chunk_samples[0] / SAMPLE_RATE,
+        "chunks": len(streamed.chunk_times),
+        "same_length": "same length"
+        if len(streamed.audio) == len(unstreamed.audio)
+        else f"DIFFERENT LENGTH ({len(streamed.audio)} vs {len(unstreamed.audio)} samples)",
+        "raw": {
+            "unstreamed_s": [u for u, _, _ in runs],
+            "ttfa_s": [s.first_chunk_seconds for _, _, s in runs],
+            "stream_total_s": [s.total_seconds for _, _, s in runs],
+            "startup_delay_s": [s.startup_delay_seconds for _, _, s in runs],
+            "chunk_times_s": streamed.chunk_times,
+            "chunk_samples": streamed.chunk_samples,
+        },
     }
-    if tokens[0] is not None and tokens[0] < args.stream_tokens:
-        log(f"{variant}: note: the model stopped after {tokens[0]} of {args.stream_tokens} speech tokens")
-    return {"variant": variant, "row": row, "raw_seconds": raw, "speech_tokens": tokens, **ctx.contention(key)}
 
 
 def render_streaming(results: list[dict], stream_tokens: int) -> str:
     lines = [
-        "| variant | speech tokens | audio s | unstreamed latency s (V2 infer) | streamed TTFA s | streamed total s | "
-        "TTFA / unstreamed | RTF unstreamed | RTF streamed | chunks | stream vs infer audio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | route | speech tokens | audio s | unstreamed s | TTFA s | streamed total s | stall-free start s | "
+        "TTFA / unstreamed | total / unstreamed | first chunk ms | chunks | stream vs unstreamed audio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
-        row = result["row"]
-        lines.append(
-            f"| {row['variant']} | {row['speech_tokens']} | {row['audio_s']:.2f} | {row['unstreamed_latency_s']:.2f} | "
-            f"{row['stream_ttfa_s']:.2f} | {row['stream_total_s']:.2f} | **{row['ttfa_over_unstreamed']:.2f}** | "
-            f"{row['rtf_unstreamed']:.2f} | {row['rtf_streamed']:.2f} | {row['chunks']} | {row['stream_vs_infer_length']} |"
-        )
+        for row in result["rows"]:
+            tokens = "?" if row["speech_tokens"] is None else row["speech_tokens"]
+            lines.append(
+                f"| {row['variant']} | {row['route']} | {tokens} | {row['audio_s']:.2f} | {row['unstreamed_s']:.2f} | "
+                f"{row['ttfa_s']:.2f} | {row['stream_total_s']:.2f} | {row['startup_delay_s']:.2f} | "
+                f"**{row['ttfa_over_unstreamed']:.3f}** | **{row['total_over_unstreamed']:.2f}** | "
+                f"{row['first_chunk_audio_ms']:.0f} | {row['chunks']} | {row['same_length']} |"
+            )
     notes = [f"- {result['variant']}: {contention_note(result)}" for result in results]
     return "\n".join(
         [
-            f"### Streaming: time to first audio vs unstreamed latency (cap {stream_tokens} speech tokens)",
+            f"### Streaming vs unstreamed (built-in voice, cap {stream_tokens} speech tokens)",
             "",
             *lines,
             "",
-            "TTFA / unstreamed < 1 means audio starts before an unstreamed call would return.",
+            "Unstreamed: the whole call (V2 infer; WebSocket `say` with audio.stream false). TTFA: first audio "
+            "of the streamed call. Stall-free start: the least delay from sending to starting playback at which "
+            "a player never runs dry, max over chunks of (arrival - the chunk's start time in the audio); "
+            "WebSocket chunks are the adapter's 40 ms messages.",
             *notes,
         ]
     )
@@ -517,6 +556,7 @@ def config_line(args: argparse.Namespace, device: str) -> str:
         parts += [
             f"stream_tokens={args.stream_tokens}",
             f"stream_repeats={args.stream_repeats}",
+            f"stream_seed={args.stream_seed}",
             f"stream_text={args.stream_text!r}",
         ]
     return "Config: " + "; ".join(parts)
@@ -532,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     # Upstream prints progress of its own ("S3 Token -> Mel Inference...", ...): keep stdout for the tables.
     with tempfile.TemporaryDirectory(prefix="bench-voices-") as voices, contextlib.redirect_stdout(sys.stderr):
         voice_path = write_reference_wav(Path(voices) / VOICE, seconds=6.0, seed=1)
-        ctx = Context(args=args, device=device, voice_path=voice_path)
+        ctx = Context(args=args, device=device, voice_path=voice_path, voices_dir=Path(voices))
         # One variant at a time, on both sides: a predictor with only that variant (it starts while
         # upstream loads) and one upstream model, both freed before the next variant, so that peak
         # memory is two copies of one variant.

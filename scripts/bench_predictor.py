@@ -13,6 +13,7 @@ import numpy as np
 import requests
 
 from contract.stream import STREAM_PATH, ChunkEvent, DoneEvent, ErrorEvent, EventReader, GenerateStreamRequest
+from contract.variants import SAMPLE_RATE
 
 from .processes import ManagedProcess, free_port, predictor_command
 
@@ -116,6 +117,7 @@ class PredictorProcess:
                         result.first_chunk_seconds = now - sent
                     chunks.append(event.samples())
                     result.chunk_times.append(now - sent)
+                    result.chunk_samples.append(len(chunks[-1]))
                 elif isinstance(event, DoneEvent):
                     result.total_seconds = now - sent
                     result.speech_tokens = event.speech_tokens
@@ -142,5 +144,13 @@ class StreamResult:
     first_chunk_seconds: float | None = None
     total_seconds: float | None = None
     speech_tokens: int | None = None
-    chunk_times: list[float] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # arrival of each chunk, seconds from the send
+    chunk_samples: list[int] = field(default_factory=list)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    @property
+    def startup_delay_seconds(self) -> float:
+        """The least delay between sending and starting playback at which a player never stalls:
+        max over chunks of (arrival - the chunk's start time in the audio)."""
+        starts = np.concatenate([[0], np.cumsum(self.chunk_samples)[:-1]]) / SAMPLE_RATE
+        return float(max(arrival - start for arrival, start in zip(self.chunk_times, starts)))

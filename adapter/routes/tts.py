@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from adapter.audio import WAV_HEADER_BYTES, Encoder, Rechunker, chunk_bytes_for, encode_whole
+from adapter.audio import Rechunker, chunk_bytes_for
+from adapter.codecs import FORMATS, Encoder, check_output
 from adapter.errors import APIError
 from adapter.routes import get_ctx
 from adapter.schemas import ErrorBody, TTSRequest
@@ -22,9 +23,8 @@ log = logging.getLogger("adapter.tts")
 router = APIRouter(tags=["tts"])
 T = TypeVar("T")
 
-_MEDIA_TYPES = {"wav": "audio/wav", "pcm_s16le": "application/octet-stream"}
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 502, 503, 504)}
-_AUDIO = {"audio/wav": {}, "application/octet-stream": {}}
+_AUDIO = {fmt.media_type: {} for fmt in FORMATS.values()}
 
 
 class ClientGone(Exception):
@@ -93,9 +93,10 @@ class SynthesisStreamingResponse(StreamingResponse):
     "/api/tts",
     summary="Synthesise speech",
     response_class=Response,
-    responses={200: {"content": _AUDIO, "description": "WAV file or raw pcm_s16le (see X-Sample-Rate)"}, **_ERRORS},
+    responses={200: {"content": _AUDIO, "description": "Audio in audio.format (see X-Sample-Rate)"}, **_ERRORS},
 )
 async def tts(body: TTSRequest, request: Request, ctx: AppContext = Depends(get_ctx)) -> Response:
+    check_output(body.audio.format, body.audio.sample_rate)
     synthesis = Synthesis(ctx, body, "http")
     fmt, rate = body.audio.format, body.audio.sample_rate
     try:
@@ -116,11 +117,12 @@ async def _whole(request: Request, synthesis: Synthesis, fmt: str, rate: int) ->
 
     pieces = await _unless_disconnected(request, collect())
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    data = encode_whole(audio, fmt, rate)
-    duration = (len(data) - (WAV_HEADER_BYTES if fmt == "wav" else 0)) / 2 / rate
+    encoder = Encoder(fmt, rate, streaming=False)
+    data = await asyncio.to_thread(encoder.encode, audio, True)  # compressing a long text takes a while
+    duration = encoder.duration_seconds
     await synthesis.close("ok", duration)
     headers = {**_audio_headers(fmt, rate), "X-Audio-Duration-Seconds": f"{duration:.3f}"}
-    return Response(data, media_type=_MEDIA_TYPES[fmt], headers=headers)
+    return Response(data, media_type=encoder.media_type, headers=headers)
 
 
 async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -> Response:
@@ -129,7 +131,9 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
     # Waiting for the first chunk before answering lets early failures keep their HTTP status.
     first = await _unless_disconnected(request, anext(chunks, None))
     encoder = Encoder(fmt, rate)
-    rechunker = Rechunker(chunk_bytes_for(rate, body.audio.chunk_size_ms)) if body.audio.chunk_size_ms else None
+    # Compressed output goes out as encoded (whole frames/pages); only PCM can be cut anywhere.
+    rechunk = body.audio.chunk_size_ms and encoder.rechunkable
+    rechunker = Rechunker(chunk_bytes_for(rate, body.audio.chunk_size_ms)) if rechunk else None
 
     async def content() -> AsyncIterator[bytes]:
         try:
@@ -153,5 +157,5 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
             await chunks.aclose()
 
     return SynthesisStreamingResponse(
-        synthesis, encoder, content(), media_type=_MEDIA_TYPES[fmt], headers=_audio_headers(fmt, rate)
+        synthesis, encoder, content(), media_type=encoder.media_type, headers=_audio_headers(fmt, rate)
     )

@@ -7,12 +7,14 @@ import base64
 import json
 import logging
 
+import numpy as np
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from adapter.audio import Encoder, Rechunker, chunk_bytes_for, wav_header
+from adapter.audio import Rechunker, chunk_bytes_for
 from adapter.auth import require_ws_token
+from adapter.codecs import Encoder, check_output
 from adapter.errors import APIError, describe_validation_errors
 from adapter.schemas import (
     RANGES,
@@ -129,6 +131,7 @@ class Session:
             msg.id = f"auto-{self._auto_id}"
         if msg.id in self.tasks:
             raise APIError(409, f"request id {msg.id!r} is already in progress on this connection")
+        check_output(msg.audio.format, msg.audio.sample_rate)
         synthesis = Synthesis(self.ctx, msg, "ws", connection_voice=self.voice)
         task = asyncio.create_task(self.say(msg, synthesis))
         self.tasks[msg.id] = (task, synthesis)
@@ -138,7 +141,7 @@ class Session:
         audio = msg.audio
         outcome, encoder = "error", None
         try:
-            encoder = Encoder(audio.format, audio.sample_rate)
+            encoder = Encoder(audio.format, audio.sample_rate, streaming=audio.stream)
             if audio.stream:
                 await self._stream(msg, synthesis, encoder)
             else:
@@ -165,7 +168,10 @@ class Session:
             pass
 
     async def _stream(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        rechunker = Rechunker(chunk_bytes_for(encoder.sample_rate, msg.audio.chunk_size_ms))
+        # Compressed output goes out as encoded (whole frames/pages); only PCM can be cut anywhere.
+        rechunker = (
+            Rechunker(chunk_bytes_for(encoder.sample_rate, msg.audio.chunk_size_ms)) if encoder.rechunkable else None
+        )
         index = 0
 
         async def emit(piece: bytes, is_last: bool) -> None:
@@ -180,15 +186,22 @@ class Session:
         # Every full piece goes out as soon as it exists; the predictor flags its final chunk, so
         # the last piece can say is_last without holding audio back to wait for the end.
         async for chunk in synthesis.chunks():
-            pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
+            data = encoder.encode(chunk.samples, last=chunk.final)
+            if rechunker is None:
+                pieces = [data] if data else []
+            else:
+                pieces = list(rechunker.feed(data))
+                if chunk.final:
+                    pieces += rechunker.finish()
             if chunk.final:
-                pieces = [*pieces, *rechunker.finish()] or [b""]
+                pieces = pieces or [b""]
             for i, piece in enumerate(pieces):
                 await emit(piece, chunk.final and i == len(pieces) - 1)
 
     async def _whole(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        pcm = b"".join([encoder.encode(chunk.samples, last=chunk.final) async for chunk in synthesis.chunks()])
-        data = wav_header(encoder.sample_rate, len(pcm)) + pcm if encoder.format == "wav" else pcm
+        pieces = [chunk.samples async for chunk in synthesis.chunks()]
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        data = await asyncio.to_thread(encoder.encode, audio, True)  # compressing a long text takes a while
         await self.send(ChunkMessage(id=msg.id, index=0, data=base64.b64encode(data).decode("ascii"), is_last=True))
 
     async def cancel_all(self) -> None:

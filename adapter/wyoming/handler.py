@@ -26,7 +26,8 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from adapter.audio import Encoder, Rechunker, chunk_bytes_for
+from adapter.audio import Rechunker, chunk_bytes_for
+from adapter.codecs import Encoder
 from adapter.errors import APIError
 from adapter.schemas import HttpAudioOptions, TTSRequest, VoiceOptions
 from adapter.synthesis import AppContext, Synthesis

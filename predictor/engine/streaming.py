@@ -1,11 +1,15 @@
 """Incremental waveform generation: S3Gen run chunk by chunk as speech tokens arrive.
 
-Upstream turns all tokens into a waveform at once. Here, following the approach CosyVoice2 uses
-with the same flow-matching decoder and HiFT vocoder:
-- the flow decoder is re-run over the prompt and every token so far, holding back the last
-  `pre_lookahead_len` tokens (their mel needs look-ahead), and only the new mel frames are kept;
+Upstream turns all tokens into a waveform at once, behind the whole voice prompt (up to 10 s, 500
+mel frames). Here, with the same flow-matching decoder and HiFT vocoder:
+- each flow run covers a bounded window: the new tokens, holding back the last `pre_lookahead_len`
+  (their mel needs look-ahead), behind at most CONTEXT_TOKENS tokens of left context. Context goes
+  in as upstream's prompt does, tokens with their mel as the condition: the end of the voice prompt,
+  then the speech already rendered with the mel already emitted, so that the model continues what
+  was heard. (Neither the encoder's nor the decoder's output for earlier positions can be reused
+  exactly: both attend over the whole sequence, so appending tokens changes them.)
 - the flow's starting noise is fixed per mel position (drawn in fixed-size blocks from the
-  request's noise generator), so re-running it does not re-roll frames already emitted;
+  request's noise generator), the position being that of one pass over prompt + speech;
 - HiFT vocodes each new stretch of mel with a few frames of the previous mel in front, and the
   excitation (source) signal of that overlap, so its sine phase continues; the overlap is
   cross-faded with the tail held back from the previous chunk;
@@ -28,6 +32,9 @@ OVERLAP_SAMPLES = OVERLAP_FRAMES * SAMPLES_PER_FRAME
 NOISE_BLOCK_FRAMES = 64
 WATERMARK_CONTEXT = 4800  # 0.2 s of earlier audio in front of each watermark window
 WATERMARK_FADE = 480  # 20 ms seam between watermark windows
+# Audio the vocoder and the watermark keep back at each seam, in whole tokens.
+HELD_BACK_TOKENS = -(-(OVERLAP_SAMPLES + WATERMARK_FADE) // (2 * SAMPLES_PER_FRAME))
+CONTEXT_TOKENS = 50  # left context of each flow run, in tokens (prompt tail, then speech already rendered)
 
 
 def _raised_cosine(length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +58,15 @@ class PositionalNoise:
 
 
 class ChunkedVocoder:
-    """Speech tokens in, raw (not yet watermarked) audio chunks out, for one text piece."""
+    """Speech tokens in, raw (not yet watermarked) audio chunks out, for one text piece.
+
+    Each flow run covers a bounded window: the new tokens (with their look-ahead) behind at most
+    `context_tokens` tokens of left context, taken from the end of the voice prompt followed by the
+    speech tokens already rendered. Context tokens enter the flow the way upstream's voice prompt
+    does, with their mel as the condition: the prompt's own mel, then the mel this stream has
+    already emitted, so the model continues what the listener heard. The work per chunk is then
+    bounded by the chunk, not by the prompt and the utterance so far.
+    """
 
     def __init__(
         self,
@@ -62,6 +77,7 @@ class ChunkedVocoder:
         *,
         meanflow: bool,
         silence_token: int | None,
+        context_tokens: int | None = None,
     ):
         self.s3gen = s3gen
         self.ref = conds_gen
@@ -70,35 +86,72 @@ class ChunkedVocoder:
         self.silence_token = silence_token  # turbo appends three silence tokens at the end, as upstream
         self.timesteps = 2 if meanflow else 10
         self.lookahead = s3gen.flow.pre_lookahead_len
+        self.context_tokens = CONTEXT_TOKENS if context_tokens is None else context_tokens
         self.noise = PositionalNoise(noise_seed, s3gen.device, s3gen.dtype)
         self.noise_seed = noise_seed
         self.vocoder_calls = 0
-        # The flow's frames: two per prompt token and per (non-look-ahead) speech token.
-        self.prompt_tokens = int(conds_gen["prompt_token"].shape[1])
+        # Mel frames are numbered as in one pass over prompt + speech: two per token.
+        self.prompt_token = conds_gen["prompt_token"].to(device=s3gen.device, dtype=torch.long)
+        self.prompt_feat = conds_gen["prompt_feat"].to(device=s3gen.device, dtype=s3gen.dtype)  # (1, frames, 80)
+        self.prompt_tokens = int(self.prompt_token.shape[1])
         self.tokens: list[int] = []
-        self.mel_frames_done = 0
+        self.mel_frames_done = 0  # speech mel frames rendered so far
+        self.mel_emitted: torch.Tensor | None = None  # (1, 80, <= 2 * context) the last rendered speech mel
         self.mel_tail: torch.Tensor | None = None  # last OVERLAP_FRAMES of mel already vocoded
         self.source_tail: torch.Tensor | None = None
         self.speech_tail: np.ndarray | None = None  # rendered but not yet emitted
         self.first = True
+        self.flow_runs: list[int] = []  # mel frames of each flow run (context included): the work per chunk
 
     def _mel(self, tokens: list[int], finalize: bool) -> torch.Tensor:
-        """Mel for `tokens` (prompt excluded); without finalize, the last `lookahead` tokens' frames
-        are dropped, since they were made without look-ahead. (Upstream's own finalize=False path
-        trims the encoder output but not its mask, and fails.)"""
+        """Speech mel frames from `mel_frames_done` on; without finalize, the last `lookahead` tokens'
+        frames are dropped, since they were made without look-ahead."""
+        done_tokens = self.mel_frames_done // 2
+        speech_context = min(done_tokens, self.context_tokens)
+        prompt_context = min(self.prompt_tokens, self.context_tokens - speech_context)
+        context_token = [self.prompt_token[:, self.prompt_tokens - prompt_context :]]
+        context_feat = [self.prompt_feat[:, self.prompt_feat.shape[1] - 2 * prompt_context :]]
+        if speech_context:
+            context_token.append(self._tensor(tokens[done_tokens - speech_context : done_tokens]))
+            context_feat.append(self.mel_emitted[:, :, -2 * speech_context :].transpose(1, 2))
+        new_tokens = tokens[done_tokens:]
+        # The starting noise of each frame is that of its position in one pass over prompt + speech.
         noise = self.noise.take(2 * (self.prompt_tokens + len(tokens)))
-        speech = torch.tensor([tokens], dtype=torch.long, device=self.s3gen.device)
+        prompt_frames = 2 * self.prompt_tokens
+        noise = torch.cat(
+            [
+                noise[:, :, prompt_frames - 2 * prompt_context : prompt_frames],
+                noise[:, :, prompt_frames + 2 * (done_tokens - speech_context) :],
+            ],
+            dim=2,
+        )
+        ref = {
+            "prompt_token": torch.cat(context_token, dim=1),
+            "prompt_token_len": torch.tensor([prompt_context + speech_context], device=self.s3gen.device),
+            "prompt_feat": torch.cat(context_feat, dim=1),
+            "prompt_feat_len": None,
+            "embedding": self.ref["embedding"],
+        }
+        self.flow_runs.append(noise.shape[2])
         mel = S3Token2Mel.forward(
             self.s3gen,
-            speech,
+            self._tensor(new_tokens),
             ref_wav=None,
             ref_sr=None,
-            ref_dict=self.ref,
+            ref_dict=ref,
             n_cfm_timesteps=self.timesteps,
             finalize=True,
             noised_mels=noise,
         )
-        return mel if finalize else mel[:, :, : mel.shape[2] - 2 * self.lookahead]
+        if not finalize:
+            mel = mel[:, :, : mel.shape[2] - 2 * self.lookahead]
+        self.mel_frames_done += mel.shape[2]
+        emitted = mel if self.mel_emitted is None else torch.cat([self.mel_emitted, mel], dim=2)
+        self.mel_emitted = emitted[:, :, -2 * max(self.context_tokens, 1) :]
+        return mel
+
+    def _tensor(self, tokens: list[int]) -> torch.Tensor:
+        return torch.tensor([tokens], dtype=torch.long, device=self.s3gen.device)
 
     def _vocode(self, mel: torch.Tensor, finalize: bool) -> np.ndarray:
         if self.mel_tail is not None:
@@ -131,32 +184,35 @@ class ChunkedVocoder:
         if 2 * usable - self.mel_frames_done <= OVERLAP_FRAMES:
             return None
         with self.lock, torch.inference_mode():
-            mel = self._mel(self.tokens, finalize=False)
-            new = mel[:, :, self.mel_frames_done :]
-            self.mel_frames_done = mel.shape[2]
-            return self._vocode(new, finalize=False)
+            return self._vocode(self._mel(self.tokens, finalize=False), finalize=False)
 
     def finish(self) -> np.ndarray:
         tokens = list(self.tokens)
         if self.silence_token is not None:
             tokens += [self.silence_token] * 3
         with self.lock, torch.inference_mode():
-            if not tokens:
-                return self.speech_tail if self.speech_tail is not None else np.zeros(0, dtype=np.float32)
-            mel = self._mel(tokens, finalize=True)
-            new = mel[:, :, self.mel_frames_done :]
-            self.mel_frames_done = mel.shape[2]
-            if new.shape[2] == 0:
+            if len(tokens) * 2 <= self.mel_frames_done:
                 tail, self.speech_tail = self.speech_tail, None
                 return tail if tail is not None else np.zeros(0, dtype=np.float32)
-            return self._vocode(new, finalize=True)
+            return self._vocode(self._mel(tokens, finalize=True), finalize=True)
 
     def render_whole(self, tokens: list[int]) -> np.ndarray:
-        """The same tokens in one pass with the same noise: the non-streamed rendering streaming approximates."""
+        """The same tokens in one pass behind the whole prompt, with the same noise: the non-streamed
+        rendering streaming approximates."""
         if self.silence_token is not None:
             tokens = list(tokens) + [self.silence_token] * 3
         with self.lock, torch.inference_mode():
-            mel = self._mel(tokens, finalize=True)
+            noise = self.noise.take(2 * (self.prompt_tokens + len(tokens)))
+            mel = S3Token2Mel.forward(
+                self.s3gen,
+                self._tensor(tokens),
+                ref_wav=None,
+                ref_sr=None,
+                ref_dict=dict(self.ref),
+                n_cfm_timesteps=self.timesteps,
+                finalize=True,
+                noised_mels=noise,
+            )
             speech, _ = self.s3gen.mel2wav.inference(
                 speech_feat=mel, cache_source=torch.zeros(1, 1, 0, device=mel.device)
             )
@@ -211,7 +267,7 @@ def stream_piece(
     cancelled,
 ) -> Iterator[tuple[np.ndarray, int, bool] | None]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
-    `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones.
+    `schedule` (in speech tokens of audio, the last size repeating): a small first chunk, larger later ones.
     A None in the token stream (a pause between engine steps) is passed on."""
     pending: list[int] = []
     tokens_behind = 0
@@ -227,7 +283,9 @@ def stream_piece(
         pending.append(token)
         target = schedule[min(chunk_index, len(schedule) - 1)]
         if chunk_index == 0:
-            target += vocoder.lookahead  # the first chunk's last tokens are look-ahead only
+            # The first chunk holds `schedule[0]` tokens of audio: its last tokens are look-ahead only,
+            # and the vocoder and the watermark hold back a seam's worth for the next chunk.
+            target += vocoder.lookahead + HELD_BACK_TOKENS
         if len(pending) < target:
             continue
         audio = vocoder.push(pending)

@@ -39,6 +39,9 @@ EVERYTHING_ON = {
     "predictor.extraEnv": [{"name": "EXTRA", "value": "1"}],
     "metrics.serviceMonitor.enabled": True,
     "metrics.podMonitor.enabled": True,
+    "metrics.grafanaDashboard.enabled": True,
+    "metrics.prometheusRule.enabled": True,
+    "adapter.wyoming.enabled": True,
     "networkPolicy.prometheusPodSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     "networkPolicy.extraIngress": [{"from": [{"podSelector": {"matchLabels": {"role": "debug"}}}]}],
     "predictor.pdb.minAvailable": 1,
@@ -142,6 +145,7 @@ def test_template_renders_the_expected_objects(variant):
         ("PersistentVolumeClaim", f"{cr.RELEASE}-voices"),
         ("PersistentVolumeClaim", f"{cr.RELEASE}-model-cache"),
         ("NetworkPolicy", PREDICTOR_SERVICE),
+        ("NetworkPolicy", ADAPTER),
         ("PodDisruptionBudget", ADAPTER),
         ("PodDisruptionBudget", PREDICTOR_SERVICE),
         ("Pod", f"{cr.RELEASE}-test-health"),
@@ -157,6 +161,8 @@ def test_template_renders_the_expected_objects(variant):
         "ServiceMonitor",
         "PodMonitor",
         "ScaledObject",
+        "ConfigMap",
+        "PrometheusRule",
     }
 
 
@@ -558,7 +564,7 @@ def test_selectors_match_pods():
 
 def test_network_policy_admits_only_adapter_and_prometheus():
     objs = scenario("default")
-    policy = cr.one(objs, "NetworkPolicy")
+    policy = cr.one(objs, "NetworkPolicy", PREDICTOR_SERVICE)
     isvc = cr.one(objs, "InferenceService")
     predictor_labels = isvc["spec"]["predictor"]["labels"]
     adapter_labels = cr.one(objs, "Deployment", ADAPTER)["spec"]["template"]["metadata"]["labels"]
@@ -711,19 +717,19 @@ def test_values_files_only_use_known_keys():
     schema = json.loads((cr.CHART / "values.schema.json").read_text())
     chart_keys = _schema_paths(schema, schema["definitions"])
     free_form = re.compile(r"\.(resources|nodeSelector|tolerations|podLabels|podAnnotations|affinity)(\.|$)")
-    for name in ("values-cpu.yaml", "values-gpu.yaml"):
-        data = yaml.safe_load((cr.CHART / name).read_text())
 
-        def walk(node, path, name=name):
-            for key, value in node.items():
-                dotted = f"{path}{key}"
-                if free_form.search("." + dotted):
-                    continue
-                assert dotted in chart_keys, f"{name}: {dotted} is not a chart value"
-                if isinstance(value, dict):
-                    walk(value, dotted + ".")
+    def walk(name, node, path):
+        for key, value in node.items():
+            dotted = f"{path}{key}"
+            if free_form.search("." + dotted):
+                continue
+            assert dotted in chart_keys, f"{name}: {dotted} is not a chart value"
+            if isinstance(value, dict):
+                walk(name, value, dotted + ".")
 
-        walk(data, "")
+    for files in cr.VALUES_SETS.values():
+        for name in files:
+            walk(name, yaml.safe_load(Path(cr._values_path(name)).read_text()), "")
 
 
 # -------------------------------------------------------------------------------------- manifests

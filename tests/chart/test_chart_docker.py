@@ -47,6 +47,7 @@ PREDICTOR_ENV = {
     "MAX_TEXT_LENGTH",
     "MAX_NEW_TOKENS",
     "LOG_LEVEL",
+    "DRAIN_TIMEOUT_S",
     "STORAGE_URI",
 }
 ADAPTER_ENV = {
@@ -61,7 +62,9 @@ ADAPTER_ENV = {
     "MAX_TEXT_LENGTH",
     "MAX_UPLOAD_BYTES",
     "LOG_LEVEL",
+    "DRAIN_TIMEOUT_S",
     "INFERENCESERVICE_NAME",
+    "WYOMING_PORT",
     "POD_NAMESPACE",
 }
 # Read by libraries or by KServe's webhook, not by our code.

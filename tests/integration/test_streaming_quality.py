@@ -7,7 +7,11 @@ Stated measures:
   themselves (HiFT's excitation noise is random by design: that difference is the floor);
 - clicks: the largest sample-to-sample step within 2 ms of a seam is at most 1.5x the 99th
   percentile of steps over the whole utterance;
-- nothing is dropped: the stream's length equals the one-pass rendering's, also for one word.
+- nothing is dropped: the stream's length equals the one-pass rendering's, also for one word;
+- bounded work: each flow run covers at most the left-context window, the chunk and its look-ahead,
+  however long the utterance so far.
+The match is measured with a left-context window shorter than the default (and than the
+utterance), so that the window slides within the test's short utterances.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import pytest
 import torch
 
 from predictor.config import PredictorSettings
+from predictor.engine import streaming
 from predictor.engine.engine import SPEECH_VOCAB_SIZE, ChatterboxEngine
-from predictor.engine.streaming import OVERLAP_SAMPLES
+from predictor.engine.streaming import HELD_BACK_TOKENS, OVERLAP_SAMPLES
 
 pytestmark = pytest.mark.slow
 TEXT = "Streaming should sound the same as waiting for the whole thing."
+SHORT_CONTEXT = 8  # tokens of left context in the match test: less than the utterance, so the window slides
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +68,11 @@ def one_pass(engine, request, tokens: list[int], vocoder_seed: int) -> np.ndarra
 
 @pytest.mark.parametrize("variant", ["standard", "turbo"])
 def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
+    monkeypatch.setattr(streaming, "CONTEXT_TOKENS", SHORT_CONTEXT)
     runs = record_tokens(engine, monkeypatch)
     request = engine.prepare(variant, TEXT, {"seed": 21, "max_new_tokens": 24})
     chunks = list(engine.chunks(request, stream=True))
-    _whole, _ = engine.synthesize(request)
+    engine.synthesize(request)  # the non-streamed run, for its tokens
     streamed_tokens, whole_tokens = runs
     assert streamed_tokens == whole_tokens  # identical speech-token sequence
     assert len(chunks) >= 2  # random weights may sample the stop token early
@@ -92,6 +99,27 @@ def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
     limit = 1.5 * np.percentile(steps, 99)
     for seam in seams:
         assert steps[seam - 48 : seam + 48].max() <= limit, f"click at sample {seam}"
+
+
+def test_flow_work_per_chunk_is_bounded_by_the_chunk(engine, monkeypatch):
+    vocoders = []
+    original = engine.chunked_vocoder
+
+    def recording(*args, **kwargs):
+        vocoders.append(original(*args, **kwargs))
+        return vocoders[-1]
+
+    monkeypatch.setattr(engine, "chunked_vocoder", recording)
+    request = engine.prepare("turbo", TEXT, {"seed": 4, "max_new_tokens": 60})
+    chunks = list(engine.chunks(request, stream=True))
+    (vocoder,) = vocoders
+    assert len(chunks) >= 4 and len(vocoder.flow_runs) >= 4
+    schedule = engine.settings.stream_chunk_tokens
+    first = schedule[0] + vocoder.lookahead + HELD_BACK_TOKENS
+    # Tokens per flow run: the window, the chunk's new tokens, the look-ahead (and turbo's 3 silence tokens at the end).
+    bound = streaming.CONTEXT_TOKENS + max(first, *schedule) + vocoder.lookahead + 3
+    assert max(vocoder.flow_runs) <= 2 * bound, vocoder.flow_runs
+    assert max(vocoder.flow_runs) < 2 * (vocoder.prompt_tokens + 60)  # far less than one pass over everything
 
 
 def test_same_request_streams_the_same_audio(engine):

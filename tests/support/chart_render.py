@@ -28,6 +28,15 @@ KUBE_VERSION = "1.30.0"
 
 _POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
+# Every values set the chart ships: the defaults, the CPU and GPU files, and ci/*.yaml (each rendered
+# alone, as chart-testing does). name -> values files.
+VALUES_SETS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "cpu": ("values-cpu.yaml",),
+    "gpu": ("values-gpu.yaml",),
+    **{f"ci/{path.name}": (str(path),) for path in sorted((CHART / "ci").glob("*.yaml"))},
+}
+
 
 class HelmError(RuntimeError):
     """`helm` exited non-zero; the message carries its stderr."""

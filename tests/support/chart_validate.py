@@ -28,7 +28,7 @@ KSERVE_KINDS = {
     "ServingRuntime": "servingruntimes",
     "ClusterServingRuntime": "clusterservingruntimes",
 }
-OTHER_CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+OTHER_CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject", "PrometheusRule"}
 
 
 def validate_core(obj: dict) -> str:

@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from adapter.audio import Encoder, Rechunker, chunk_bytes_for, encode_whole, to_pcm16, wav_header
+from adapter.audio import Rechunker, chunk_bytes_for, to_pcm16, wav_header
+from adapter.codecs import Encoder, encode_whole
 from adapter.errors import APIError, describe_validation_errors
 from adapter.limits import SlotPool, check_text_length
 from adapter.predictor_client import PredictorClient

@@ -82,14 +82,18 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* image reference: pass (dict "image" .Values.x.image "ctx" $). */}}
 {{- define "chatterbox-tts.image" -}}
+{{- $repository := .image.repository -}}
+{{- if .image.registry -}}
+{{- $repository = printf "%s/%s" .image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
 {{- $tag := default .ctx.Chart.AppVersion .image.tag -}}
 {{- if .image.variant -}}
 {{- $tag = printf "%s-%s" $tag .image.variant -}}
 {{- end -}}
-{{- if .image.registry -}}
-{{- printf "%s/%s:%s" .image.registry .image.repository $tag -}}
-{{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -168,6 +172,20 @@ preStop:
     command: ["sleep", {{ . | int | toString | quote }}]
 {{- end -}}
 
+{{/*
+The pod's grace period (KServe's convention: at least the preStop sleep plus the drain). Pass the
+component's values (.Values.predictor or .Values.adapter): 0 computes preStop + drain + 10 s for the
+process to exit after the drain; an explicit value below preStop + drain is refused in "validate".
+*/}}
+{{- define "chatterbox-tts.terminationGracePeriodSeconds" -}}
+{{- $floor := add (int .preStopSleepSeconds) (int .drainTimeoutSeconds) -}}
+{{- if gt (int .terminationGracePeriodSeconds) 0 -}}
+{{- int .terminationGracePeriodSeconds -}}
+{{- else -}}
+{{- add $floor 10 -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Checks that span several values (values.schema.json covers single keys). */}}
 {{- define "chatterbox-tts.validate" -}}
 {{- $p := .Values.predictor -}}
@@ -194,6 +212,16 @@ preStop:
 {{- end -}}
 {{- if and .Values.apiToken.value .Values.apiToken.existingSecret -}}
 {{- fail "apiToken: set either value or existingSecret, not both" -}}
+{{- end -}}
+{{- range $component := list "predictor" "adapter" -}}
+{{- $c := index $.Values $component -}}
+{{- $floor := add (int $c.preStopSleepSeconds) (int $c.drainTimeoutSeconds) -}}
+{{- if and (gt (int $c.terminationGracePeriodSeconds) 0) (lt (int $c.terminationGracePeriodSeconds) $floor) -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds + drainTimeoutSeconds (%d), or 0 to compute it" $component (int $c.terminationGracePeriodSeconds) $floor) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.adapter.wyoming.enabled (eq (int .Values.adapter.wyoming.port) (int .Values.adapter.port)) -}}
+{{- fail "adapter.wyoming.port must differ from adapter.port" -}}
 {{- end -}}
 {{- if and .Values.huggingface.token .Values.huggingface.existingSecret -}}
 {{- fail "huggingface: set either token or existingSecret, not both" -}}

@@ -1,0 +1,230 @@
+"""Logic of the OpenAI-compatible routes: model names to Chatterbox variants, voice names to the
+voice library, an OpenAI request to the seed API's request, and the streamed bodies (audio, SSE)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
+
+import numpy as np
+from pydantic import BaseModel
+
+from adapter.codecs import Encoder
+from adapter.errors import APIError
+from adapter.openai.protocol import (
+    CHATTERBOX_PARAMETERS,
+    OPENAI_VOICES,
+    ErrorInfo,
+    ModelCard,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechStreamError,
+    SpeechUsage,
+    VoiceEntry,
+    VoiceId,
+)
+from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
+from contract.errors import ServiceError
+from contract.voice_paths import AUDIO_SUFFIXES
+
+if TYPE_CHECKING:
+    from adapter.predictor_client import PredictorClient, StreamedAudio
+    from adapter.synthesis import Synthesis
+    from adapter.voice_library import VoiceLibrary
+
+VARIANTS: tuple[str, ...] = get_args(ModelName)
+OPENAI_SAMPLE_RATE = 24000  # OpenAI's outputs are 24 kHz mono, pcm included
+SAMPLES_PER_SPEECH_TOKEN = 960  # 25 speech tokens per second at 24 kHz
+
+# OpenAI model name -> Chatterbox variants in order of preference; the first loaded one serves it.
+DEFAULT_MODEL_MAP: dict[str, tuple[str, ...]] = {
+    "tts-1": ("turbo", "standard"),
+    "tts-1-hd": ("standard",),
+    "gpt-4o-mini-tts": ("standard",),
+    "gpt-4o-mini-tts-2025-12-15": ("standard",),
+}
+
+_LOADED_TTL_S = 5.0  # how long the predictor's list of loaded variants is reused
+
+
+def parse_model_map(raw: str | None) -> dict[str, tuple[str, ...]]:
+    """OPENAI_MODEL_MAP: a JSON object of name -> variant or [variants in order of preference],
+    laid over DEFAULT_MODEL_MAP. Raises ValueError naming the problem (a configuration error)."""
+    mapping = dict(DEFAULT_MODEL_MAP)
+    if not raw or not raw.strip():
+        return mapping
+    try:
+        given = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"OPENAI_MODEL_MAP is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ValueError('OPENAI_MODEL_MAP must be a JSON object, e.g. {"tts-1": ["turbo", "standard"]}')
+    for name, target in given.items():
+        targets = [target] if isinstance(target, str) else target
+        if not isinstance(targets, list) or not targets or not all(t in VARIANTS for t in targets):
+            raise ValueError(
+                f"OPENAI_MODEL_MAP[{name!r}] must be a variant or a list of variants ({', '.join(VARIANTS)})"
+            )
+        if name in VARIANTS:
+            raise ValueError(f"OPENAI_MODEL_MAP cannot redefine the variant name {name!r}")
+        mapping[name] = tuple(targets)
+    return mapping
+
+
+class ModelResolver:
+    """Maps requested model names to loaded variants, with the predictor's list of loaded variants
+    cached briefly (one info call per few seconds, not per request)."""
+
+    def __init__(self, mapping: Mapping[str, tuple[str, ...]], predictor: PredictorClient):
+        self._mapping = dict(mapping)
+        self._predictor = predictor
+        self._loaded: tuple[float, list[str]] | None = None
+
+    async def loaded(self) -> list[str]:
+        now = time.monotonic()
+        if self._loaded is None or now - self._loaded[0] > _LOADED_TTL_S:
+            try:
+                info = await self._predictor.info()
+            except ServiceError as exc:
+                raise APIError(exc.status, exc.message) from None
+            self._loaded = (now, [m for m in info.get("loaded_models") or [] if m in VARIANTS])
+        return self._loaded[1]
+
+    def served(self, loaded: list[str]) -> list[ModelCard]:
+        cards = []
+        for name, targets in self._mapping.items():
+            variant = next((t for t in targets if t in loaded), None)
+            if variant:
+                cards.append(ModelCard(id=name, variant=variant))
+        return cards + [ModelCard(id=v, variant=v) for v in loaded]
+
+    async def resolve(self, name: str) -> str:
+        loaded = await self.loaded()
+        targets = (name,) if name in VARIANTS else self._mapping.get(name, ())
+        variant = next((t for t in targets if t in loaded), None)
+        if variant is None:
+            served = ", ".join(card.id for card in self.served(loaded)) or "none (no variant is loaded)"
+            raise APIError(400, f"model '{name}' is not served here; served models: {served}")
+        return variant
+
+
+def resolve_voice(voices: VoiceLibrary, voice: str | VoiceId) -> str | None:
+    """A library voice (name relative to VOICES_DIR), or None for the default voice.
+
+    The library wins: a file named like an OpenAI voice (alloy.wav) is used for "alloy".
+    """
+    name = voice.id if isinstance(voice, VoiceId) else voice
+    candidates = [name] if Path(name).suffix.lower() in AUDIO_SUFFIXES else [name + s for s in AUDIO_SUFFIXES]
+    for candidate in candidates:
+        try:
+            return voices.resolve(candidate)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+    if name.lower() in OPENAI_VOICES:
+        return None
+    raise APIError(
+        400,
+        f"voice '{name}' is neither in the voice library nor an OpenAI voice name; GET /v1/audio/voices lists them",
+    )
+
+
+def list_voices(voices: VoiceLibrary) -> list[VoiceEntry]:
+    entries = [VoiceEntry(id=v["name"], name=Path(v["name"]).stem, library=True) for v in voices.list_voices()]
+    library_stems = {entry.name.lower() for entry in entries}
+    entries += [VoiceEntry(id=name, name=name, library=False) for name in OPENAI_VOICES if name not in library_stems]
+    return entries
+
+
+def seed_request(body, variant: str, voice: str | None, streaming: bool) -> TTSRequest:
+    """The seed API's request for an OpenAI one: the same synthesis path and the same checks."""
+    sampling = {name: getattr(body, name) for name in CHATTERBOX_PARAMETERS if name != "language_id"}
+    return TTSRequest(
+        text=body.input,
+        model=variant,
+        language_id=body.language_id,
+        voice=VoiceOptions(audio_prompt_path=voice, **{k: v for k, v in sampling.items() if v is not None}),
+        # The codec works at OpenAI's 24 kHz; the format is the encoder's business, not the request's.
+        audio=HttpAudioOptions(format="wav", sample_rate=OPENAI_SAMPLE_RATE, stream=streaming),
+    )
+
+
+def codec_format(response_format: str) -> str:
+    return "pcm_s16le" if response_format == "pcm" else response_format
+
+
+def error_info(status: int, message: str, param: str | None = None) -> ErrorInfo:
+    """OpenAI's error object; `type` and `code` follow what OpenAI's API sends for each status."""
+    if status == 401:
+        return ErrorInfo(message=message, type="invalid_request_error", param=param, code="invalid_api_key")
+    if status == 429:
+        return ErrorInfo(message=message, type="rate_limit_error", param=param, code="rate_limit_exceeded")
+    if status >= 500:
+        return ErrorInfo(message=message, type="server_error", param=param, code=None)
+    return ErrorInfo(message=message, type="invalid_request_error", param=param, code=None)
+
+
+def usage(text: str, synthesis: Synthesis, generated_samples: int) -> SpeechUsage:
+    summary = synthesis.summary or {}
+    speech_tokens = summary.get("speech_tokens")
+    if not isinstance(speech_tokens, int):
+        speech_tokens = generated_samples // SAMPLES_PER_SPEECH_TOKEN
+    return SpeechUsage(input_tokens=len(text), output_tokens=speech_tokens, total_tokens=len(text) + speech_tokens)
+
+
+async def chained(first: StreamedAudio | None, rest: AsyncIterator[StreamedAudio]) -> AsyncIterator[StreamedAudio]:
+    """The first chunk (awaited before answering, so early failures keep their status), then the rest."""
+    try:
+        if first is not None:
+            yield first
+            async for chunk in rest:
+                yield chunk
+    finally:
+        await rest.aclose()
+
+
+async def encoded_audio(chunks: AsyncIterator[StreamedAudio], encoder: Encoder) -> AsyncIterator[bytes]:
+    """Bytes of one stream in the encoder's format, each piece as soon as the encoder made it."""
+    header = encoder.stream_header()
+    if header:
+        yield header
+    ended = False
+    async for chunk in chunks:
+        ended = chunk.final
+        data = encoder.encode(chunk.samples, last=chunk.final)
+        if data:
+            yield data
+    if not ended:  # no chunk said final: still close the stream properly
+        data = encoder.encode(np.zeros(0, dtype=np.float32), last=True)
+        if data:
+            yield data
+
+
+async def sse_events(
+    chunks: AsyncIterator[StreamedAudio], encoder: Encoder, synthesis: Synthesis, text: str
+) -> AsyncIterator[bytes]:
+    """speech.audio.delta events carrying the encoded stream, then speech.audio.done with usage.
+    A failure after the first event becomes an `error` event before the stream breaks off."""
+    generated = 0
+
+    async def counted() -> AsyncIterator[StreamedAudio]:
+        nonlocal generated
+        async for chunk in chunks:
+            generated += chunk.samples.size
+            yield chunk
+
+    try:
+        async for data in encoded_audio(counted(), encoder):
+            yield _sse(SpeechAudioDelta(audio=base64.b64encode(data).decode("ascii")))
+    except APIError as exc:
+        yield _sse(SpeechStreamError(error=error_info(exc.status, exc.message)))
+        raise
+    yield _sse(SpeechAudioDone(usage=usage(text, synthesis, generated)))
+
+
+def _sse(event: BaseModel) -> bytes:
+    return f"data: {event.model_dump_json()}\n\n".encode()
