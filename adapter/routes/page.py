@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from adapter.auth import require_token
+from adapter.codecs import FORMATS
 from adapter.schemas import WsAudioOptions
 from contract.params import BY_NAME, PARAMETERS
 from contract.variants import VARIANT_NAMES
@@ -55,6 +56,11 @@ def parameter_table() -> dict:
         "languages": list(language.choices),
         "default_language": language.default,
         "language_models": list(language.variants),
-        "formats": list(typing.get_args(WsAudioOptions.model_fields["format"].annotation)),
+        # The page plays chunks as they arrive with Web Audio, which needs PCM (raw or in a WAV stream).
+        "formats": [
+            name
+            for name in typing.get_args(WsAudioOptions.model_fields["format"].annotation)
+            if FORMATS[name].container is None
+        ],
         "default_format": WsAudioOptions.model_fields["format"].default,
     }
