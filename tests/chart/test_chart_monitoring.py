@@ -100,7 +100,10 @@ def exported_names(url: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def adapter(predictor, voices_dir, tmp_path_factory):
-    server = start_adapter(predictor.http_url, voices_dir, tmp_path_factory.mktemp("adapter-logs"))
+    # A generous relay timeout: the first request prepares the voice, slow on a busy CI machine.
+    server = start_adapter(
+        predictor.http_url, voices_dir, tmp_path_factory.mktemp("adapter-logs"), PREDICTOR_TIMEOUT_S="900"
+    )
     yield server
     server.stop()
 
