@@ -9,11 +9,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv \
  && pip install --upgrade pip
-COPY docker/adapter-requirements.txt /tmp/adapter-requirements.txt
-# Every package is pinned and listed, dependencies included: --no-deps installs exactly the list and
-# `pip check` proves it complete.
-RUN pip install --no-deps -r /tmp/adapter-requirements.txt \
+# The adapter extra of pyproject.toml (no torch), pinned by requirements.lock: installed before the code
+# is copied, so this layer changes only with those two files.
+COPY requirements.lock pyproject.toml scripts/extra_requirements.py /src/
+RUN python /src/extra_requirements.py /src/pyproject.toml adapter > /tmp/adapter-requirements.txt \
+ && pip install -c /src/requirements.lock -r /tmp/adapter-requirements.txt \
  && pip check
+COPY contract/ /src/contract/
+COPY adapter/ /src/adapter/
+RUN pip install --no-deps "/src[adapter]" \
+ && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
@@ -27,11 +32,8 @@ RUN groupadd --gid 1000 app \
  && mkdir -p /app/voices \
  && chown -R 1000:1000 /app/voices
 COPY --from=build /opt/venv /opt/venv
+# The adapter and contract packages are installed in the venv; the adapter imports nothing from predictor/.
 WORKDIR /app
-# The adapter imports nothing from predictor/: what both services state lives in contract/ (no torch).
-COPY contract/ /app/contract/
-COPY adapter/ /app/adapter/
-RUN python -m compileall -q /app/adapter /app/contract
 USER 1000:1000
 EXPOSE 8081
 CMD ["python", "-m", "adapter"]

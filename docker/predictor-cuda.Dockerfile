@@ -23,10 +23,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python3.11 -m venv /opt/venv \
  && pip install --upgrade pip "setuptools<81" wheel
-COPY requirements.lock /tmp/requirements.lock
+COPY requirements.lock pyproject.toml scripts/extra_requirements.py /src/
+# The predictor extra of pyproject.toml, pinned by the lock (torch's PyPI wheels bring CUDA), then
 # chatterbox-tts without its dependencies: it pins gradio, which a server does not need.
-RUN pip install -r /tmp/requirements.lock \
+RUN python /src/extra_requirements.py /src/pyproject.toml predictor > /tmp/predictor-requirements.txt \
+ && pip install -c /src/requirements.lock -r /tmp/predictor-requirements.txt \
  && pip install --no-deps chatterbox-tts==0.1.7
+COPY contract/ /src/contract/
+COPY predictor/ /src/predictor/
+RUN pip install --no-deps "/src[predictor]" \
+ && python -m compileall -q /opt/venv/lib/python3.11/site-packages/predictor /opt/venv/lib/python3.11/site-packages/contract
 
 FROM python
 ENV PATH=/opt/venv/bin:$PATH \
@@ -44,9 +50,6 @@ RUN groupadd --gid 1000 app \
  && chown -R 1000:1000 /app/voices /mnt/models /cache
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY contract/ /app/contract/
-COPY predictor/ /app/predictor/
-RUN python -m compileall -q /app/predictor
 USER 1000:1000
 EXPOSE 8080 8081
 CMD ["python", "-m", "predictor", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081"]

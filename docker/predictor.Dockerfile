@@ -12,14 +12,19 @@ RUN python -m venv /opt/venv \
  && pip install --upgrade pip "setuptools<81" wheel
 # CPU-only torch wheels: the PyPI ones carry ~3 GB of CUDA libraries a CPU node never loads.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-COPY requirements.lock /tmp/requirements.lock
-# requirements.lock minus the CUDA-only wheels, with torch/torchaudio at the same versions from the CPU index;
-# then chatterbox-tts without its dependencies (it pins gradio, which a server does not need).
-RUN grep -E '^(torch|torchaudio)==' /tmp/requirements.lock > /tmp/torch.txt \
+COPY requirements.lock pyproject.toml scripts/extra_requirements.py /src/
+# torch/torchaudio at the lock's versions from the CPU index; then the predictor extra of pyproject.toml,
+# pinned by the lock (the CPU torch already satisfies its torch pins); then chatterbox-tts without its
+# dependencies (it pins gradio, which a server does not need).
+RUN grep -E '^(torch|torchaudio)==' /src/requirements.lock > /tmp/torch.txt \
  && pip install --no-deps --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
- && grep -vE '^(torch|torchaudio|triton|nvidia-[a-z0-9-]+)==' /tmp/requirements.lock > /tmp/requirements-cpu.txt \
- && pip install -r /tmp/requirements-cpu.txt \
+ && python /src/extra_requirements.py /src/pyproject.toml predictor > /tmp/predictor-requirements.txt \
+ && pip install -c /src/requirements.lock -r /tmp/predictor-requirements.txt \
  && pip install --no-deps chatterbox-tts==0.1.7
+COPY contract/ /src/contract/
+COPY predictor/ /src/predictor/
+RUN pip install --no-deps "/src[predictor]" \
+ && python -m compileall -q /opt/venv/lib/python3.11/site-packages/predictor /opt/venv/lib/python3.11/site-packages/contract
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
@@ -37,9 +42,6 @@ RUN groupadd --gid 1000 app \
  && chown -R 1000:1000 /app/voices /mnt/models /cache
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY contract/ /app/contract/
-COPY predictor/ /app/predictor/
-RUN python -m compileall -q /app/predictor
 USER 1000:1000
 # 8080: REST (Open Inference Protocol, /metrics); 8081: gRPC.
 EXPOSE 8080 8081

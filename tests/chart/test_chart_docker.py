@@ -20,10 +20,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-try:
-    import chart_render as cr
-except ModuleNotFoundError:  # pragma: no cover
-    from tests import chart_render as cr
+from tests.support import chart_render as cr
 
 ROOT = cr.ROOT
 DOCKER = ROOT / "docker"
@@ -220,17 +217,16 @@ def test_predictor_images_install_the_lock_and_chatterbox():
     assert "python3.11" in cuda_runs
 
 
-def test_adapter_image_has_no_torch():
+def test_adapter_image_installs_the_adapter_extra_without_torch():
     instructions = dockerfile(DOCKERFILES["adapter"])
     assert all(b.startswith("python:3.11-slim") for b in base_images(instructions))
-    text = " ".join(rest for _, rest in instructions)
-    assert "requirements.lock" not in text and "torch" not in text
-    requirements = (DOCKER / "adapter-requirements.txt").read_text()
-    assert not re.search(r"^(torch|torchaudio|chatterbox|librosa|transformers)\b", requirements, re.M)
-    # The adapter's image holds the adapter and the shared contract, nothing of the predictor.
-    copied = [rest for word, rest in instructions if word == "COPY" and "--from" not in rest]
-    assert not [c for c in copied if "predictor" in c]
-    assert "contract/ /app/contract/" in copied and "adapter/ /app/adapter/" in copied
+    runs = " && ".join(rest for word, rest in instructions if word == "RUN")
+    assert "extra_requirements.py /src/pyproject.toml adapter" in runs and "-c /src/requirements.lock" in runs
+    assert 'pip install --no-deps "/src[adapter]"' in runs
+    assert "torch" not in " ".join(rest for _, rest in instructions)
+    # Only the shared contract and the adapter are copied: nothing of the predictor.
+    copied = [rest for word, rest in instructions if word == "COPY" and "--from=" not in rest]
+    assert not any("predictor/" in rest for rest in copied), copied
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -262,35 +258,32 @@ def _lock() -> dict[str, str]:
     return pins
 
 
-def _adapter_requirements() -> dict[str, str]:
-    pins = {}
-    for line in (DOCKER / "adapter-requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[^=\s]+", line), f"not pinned exactly: {line}"
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
-    return pins
+def _adapter_closure() -> set[str]:
+    """The adapter extra of pyproject.toml and everything it pulls in, from the installed metadata."""
+    from scripts.extra_requirements import requirements
 
-
-def test_adapter_requirements_are_pinned_to_the_lock():
-    lock, pins = _lock(), _adapter_requirements()
-    for name, version in pins.items():
-        assert lock.get(name) == version, f"{name}=={version} but requirements.lock has {lock.get(name)}"
-
-
-def test_adapter_requirements_are_complete():
-    """Every dependency of a listed package is listed (the Dockerfile installs with --no-deps)."""
-    pins = _adapter_requirements()
-    missing = set()
-    for name in pins:
+    pending = [Requirement(r) for r in requirements(str(ROOT / "pyproject.toml"), ["adapter"])]
+    seen: set[str] = set()
+    while pending:
+        req = pending.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
         for spec in metadata.distribution(name).requires or []:
-            req = Requirement(spec)
-            if req.marker and not req.marker.evaluate({"extra": "", "python_version": "3.11"}):
+            sub = Requirement(spec)
+            env = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux"}
+            if sub.marker and not any(sub.marker.evaluate({**env, "extra": e}) for e in ["", *req.extras]):
                 continue
-            if canonicalize_name(req.name) not in pins:
-                missing.add(f"{req.name} (for {name})")
-    assert not missing, sorted(missing)
+            pending.append(sub)
+    return seen
+
+
+def test_the_adapter_extra_pulls_in_no_torch_and_is_pinned_by_the_lock():
+    closure, lock = _adapter_closure(), _lock()
+    assert not closure & {"torch", "torchaudio", "chatterbox-tts", "librosa", "transformers", "kserve"}, closure
+    unpinned = sorted(name for name in closure if name not in lock)
+    assert not unpinned, f"in the adapter's dependency tree but not in requirements.lock: {unpinned}"
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -318,7 +311,7 @@ def _adapter_sources() -> list[Path]:
 
 
 def test_adapter_imports_are_in_its_requirements():
-    pins = _adapter_requirements()
+    pins = _adapter_closure()
     providers = metadata.packages_distributions()
     stdlib = set(sys.stdlib_module_names)
     problems = []
@@ -332,7 +325,9 @@ def test_adapter_imports_are_in_its_requirements():
                 continue
             dists = {canonicalize_name(d) for d in providers.get(top, [])}
             if not dists & set(pins):
-                problems.append(f"{path.relative_to(ROOT)} imports {top}, provided by none of adapter-requirements.txt")
+                problems.append(
+                    f"{path.relative_to(ROOT)} imports {top}, provided by nothing the adapter extra installs"
+                )
     assert not problems, problems
 
 
@@ -515,3 +510,12 @@ def test_gpu_compose_reserves_a_gpu():
     assert compose_env(gpu)["DEVICE"] == "cuda"
     assert "deploy" not in compose("cpu")["services"]["predictor"]
     assert compose_env(compose("cpu")["services"]["predictor"])["DEVICE"] == "cpu"
+
+
+def test_the_images_version_is_the_code_version():
+    """One version: contract.__version__ (pyproject.toml reads it); the chart's appVersion, which the
+    image tags default to, must agree with it."""
+    import contract
+
+    chart = yaml.safe_load((cr.CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == contract.__version__
