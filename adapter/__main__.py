@@ -20,10 +20,7 @@ def main() -> int:
         print(f"adapter: configuration error: {exc}", file=sys.stderr)
         return 2
     level = settings.uvicorn_log_level
-    logging.basicConfig(
-        level=logging.DEBUG if level == "trace" else level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every predictor call at INFO; that is access-log noise unless debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if level in ("debug", "trace") else logging.WARNING)
     try:

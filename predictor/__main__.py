@@ -10,6 +10,8 @@ import kserve
 from kserve import logging as kserve_logging
 from kserve.model_server import app as kserve_app
 
+from contract.settings import SettingsError, load_settings
+
 from .config import PredictorSettings
 from .engine.engine import ChatterboxEngine
 from .extension_routes import add_routes
@@ -30,10 +32,15 @@ args, _ = parser.parse_known_args()
 def main() -> None:
     # Offline-first for optional files (e.g. the Chinese table): fail fast instead of hanging on the hub.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = PredictorSettings.from_env(model_dir=args.model_dir)
+    try:
+        settings = load_settings(PredictorSettings)
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if settings.model_dir is None:
+        settings = settings.model_copy(update={"model_dir": args.model_dir})
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
-    logging.getLogger().setLevel(settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
+    logging.getLogger().setLevel(settings.logging_level)
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
     torch_thread = TorchThread()
     torch_thread.call(engine.load)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
@@ -29,11 +30,29 @@ def for_transport(exc: ServiceError, from_grpc: bool) -> Exception:
     return exc
 
 
+def describe_validation_errors(errors: list[dict]) -> str:
+    """FastAPI's validation errors as one line naming the fields. kserve's infer body is a union of
+    the JSON request and raw bytes; the bytes branch's complaint says nothing useful and is dropped."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "InferenceRequest")]
+        if loc and loc[0] == "bytes":
+            continue
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid value')}")
+    return "; ".join(parts[:5]) or "malformed request body"
+
+
 def install_rest_handler(app: FastAPI) -> None:
-    """ServiceError -> its status, with kserve's error body shape {"error": "..."}."""
+    """ServiceError -> its status, and a body FastAPI cannot validate -> 400, both with kserve's
+    error shape {"error": "..."} (what V2 clients such as tritonclient read)."""
 
     async def service_error_handler(_: Request, exc: ServiceError) -> JSONResponse:
         retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
         return JSONResponse(status_code=exc.status, content={"error": exc.message}, headers=retry)
 
+    async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": describe_validation_errors(list(exc.errors()))})
+
     app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)

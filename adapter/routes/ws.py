@@ -119,13 +119,13 @@ class Session:
         if not isinstance(raw, dict):
             await self.error(None, 400, "a message must be a JSON object with a 'type'")
             return
-        bad_text = first_surrogate(raw, "")
-        if bad_text:  # checked before anything from the message (its id) is echoed back
-            await self.error(None, 400, bad_text)
-            return
         request_id = (
             raw.get("id") if isinstance(raw.get("id"), (str, int)) and not isinstance(raw.get("id"), bool) else None
         )
+        bad_text = first_surrogate(raw, "")
+        if bad_text:  # no encoder takes a lone surrogate: not even an id holding one can be echoed back
+            await self.error(None if first_surrogate(request_id, "id") else request_id, 400, bad_text)
+            return
         kind = raw.get("type")
         try:
             if kind == "say":

@@ -350,27 +350,29 @@ def _upper_literals(paths) -> set[str]:
     return names
 
 
-def _dataclass_fields(path: Path, cls: str) -> set[str]:
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            return {
-                stmt.target.id.upper()
-                for stmt in node.body
-                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-            }
-    return set()
+def settings_class(component: str):
+    """The pydantic-settings class a service reads its environment with (contract.settings)."""
+    if component == "predictor":
+        from predictor.config import PredictorSettings
+
+        return PredictorSettings
+    from adapter.settings import Settings
+
+    return Settings
+
+
+def settings_env_names(component: str) -> set[str]:
+    names = set()
+    for name, field in settings_class(component).model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None) or [name]
+        names |= {str(alias).upper() for alias in aliases}
+    return names
 
 
 def code_env_names(component: str) -> set[str]:
-    """Environment names the code reads: upper-case string literals, plus the adapter's Settings fields."""
-    package = ROOT / component
-    files = sorted(package.rglob("*.py"))
-    if not files:  # the code is not there yet: fall back to the agreed interface
-        return PREDICTOR_ENV if component == "predictor" else ADAPTER_ENV
-    names = _upper_literals(files)
-    if component == "adapter" and (package / "settings.py").exists():
-        names |= _dataclass_fields(package / "settings.py", "Settings")
-    return names
+    """Environment names the code reads: its settings class's fields, plus upper-case string literals."""
+    files = sorted((ROOT / component).rglob("*.py"))
+    return settings_env_names(component) | _upper_literals(files)
 
 
 @pytest.mark.parametrize("component", ["predictor", "adapter"])
@@ -394,23 +396,9 @@ def test_code_reads_the_env_the_chart_sets(component, charts):
 def test_chart_defaults_match_code_defaults():
     """values.yaml's defaults are the code's defaults, so leaving a value out of the chart changes nothing."""
     pods = chart_pods()
-    checks = {
-        "predictor": (ROOT / "predictor" / "config.py", "PredictorSettings"),
-        "adapter": (ROOT / "adapter" / "settings.py", "Settings"),
-    }
     compared = 0
-    for component, (path, cls) in checks.items():
-        if not path.exists():
-            continue
-        defaults = {}
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and node.name == cls:
-                for stmt in node.body:
-                    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
-                        try:
-                            defaults[stmt.target.id.upper()] = ast.literal_eval(stmt.value)
-                        except ValueError:
-                            pass  # computed defaults (e.g. 20 * MIB) are not compared
+    for component in ("predictor", "adapter"):
+        defaults = {name.upper(): field.default for name, field in settings_class(component).model_fields.items()}
         env = cr.env_values(pods[component])
         for name, default in defaults.items():
             if name not in env or not isinstance(env[name], str) or default is None:
@@ -423,7 +411,7 @@ def test_chart_defaults_match_code_defaults():
                 got, expected = float(got), float(default)
             assert got == expected, f"{component} {name}: chart {got!r}, code {expected!r}"
             compared += 1
-    assert compared >= 5 or not any(p.exists() for p, _ in checks.values())
+    assert compared >= 5
 
 
 # ------------------------------------------------------------------------------------ compose files

@@ -128,10 +128,13 @@ def test_parameters_reach_the_predictor(adapter, fake_predictor):
         "seed": 42,
         "max_new_tokens": 100,
     }
-    assert tts(adapter, {"text": "params", "model": "turbo", "language_id": "fr", "voice": voice}).status_code == 200
+    assert tts(adapter, {"text": "params", "model": "turbo", "language_id": "en", "voice": voice}).status_code == 200
     sent = fake_predictor.last_request()
     assert sent["model"] == "turbo" and sent["text_input"] == "params"
-    assert sent["parameters"] == voice  # language_id only goes to the multilingual model
+    assert sent["parameters"] == {**voice, "language_id": "en"}  # the predictor checks it on every model
+    # Omitted parameters are not sent: the predictor applies the same table's defaults, per model.
+    assert tts(adapter, {"text": "defaults", "model": "standard"}).status_code == 200
+    assert fake_predictor.last_request()["parameters"] == {"language_id": "en"}
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -145,7 +148,12 @@ def test_parameters_reach_the_predictor(adapter, fake_predictor):
         ({}, 422, ["text"]),
         ({"text": "x" * 5001}, 413, ["5000"]),
         ({"text": "hi", "voice": {"temperature": 2}}, 422, ["voice.temperature", "0.1-1.5"]),
-        ({"text": "hi", "voice": {"top_k": 0}}, 422, ["voice.top_k"]),
+        ({"text": "hi", "voice": {"top_k": -1}}, 422, ["voice.top_k", "0-10000"]),
+        ({"text": "hi", "voice": {"seed": 2**32}}, 422, ["voice.seed", "0-4294967295"]),
+        ({"text": "x\ud800y."}, 400, ["text", "unpaired UTF-16 surrogate"]),
+        ({"text": "hi", "voice": {"audio_prompt_path": "a\udc00.wav"}}, 400, ["audio_prompt_path", "surrogate"]),
+        ({"text": "hi", "language_id": "xx"}, 400, ["language_id", "must be one of"]),
+        ({"text": "hi", "language_id": "fr"}, 400, ["language_id", "multilingual"]),
         ({"text": "hi", "voice": {"seed": -1}}, 422, ["voice.seed"]),
         ({"text": "hi", "voice": {"repetition_penalty": 0.5}}, 422, ["voice.repetition_penalty"]),
         ({"text": "hi", "voice": {"temprature": 1}}, 422, ["voice.temprature"]),

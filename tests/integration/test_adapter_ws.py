@@ -146,6 +146,9 @@ def test_an_id_in_progress_cannot_be_reused(adapter):
         ({"type": "say", "id": "x", "text": "hi", "model": "multilingual"}, 404, ["multilingual"]),
         ({"type": "set_voice", "id": "x", "voice_path": "/etc/passwd"}, 400, ["not inside"]),
         ({"type": "set_voice", "id": "x"}, 422, ["voice_path"]),
+        ({"type": "say", "id": "x", "text": "x\ud800y."}, 400, ["text", "unpaired UTF-16 surrogate"]),
+        ({"type": "set_voice", "id": "x", "voice_path": "\udfff.wav"}, 400, ["voice_path", "surrogate"]),
+        ({"type": "say", "id": "x", "text": "hi", "language_id": "klingon"}, 400, ["language_id"]),
     ],
 )
 def test_bad_messages_get_an_error_and_the_connection_stays_open(adapter, message, code, words):
@@ -156,6 +159,15 @@ def test_bad_messages_get_an_error_and_the_connection_stays_open(adapter, messag
         assert error["id"] == (message.get("id") if isinstance(message, dict) else None)
         for word in words:
             assert word in error["message"], error
+        ws.send(json.dumps({"type": "say", "id": "after", "text": "still here"}))
+        assert collect(ws, {"after"})["after"]["end"]["type"] == "done"
+
+
+def test_an_id_that_cannot_be_encoded_is_not_echoed(adapter):
+    with open_ws(adapter) as (ws, _):
+        ws.send(json.dumps({"type": "say", "id": "r\ud800", "text": "hi"}))  # json.dumps escapes the surrogate
+        error = receive(ws)
+        assert (error["type"], error["code"], error["id"]) == ("error", 400, None) and "surrogate" in error["message"]
         ws.send(json.dumps({"type": "say", "id": "after", "text": "still here"}))
         assert collect(ws, {"after"})["after"]["end"]["type"] == "done"
 

@@ -139,7 +139,11 @@ def test_adapter_openapi_shows_the_tables_ranges_and_defaults():
         assert field.get("default") == p.default, p.name
         assert bounds.get("minimum") == p.low and bounds.get("maximum") == p.high, p.name
     for name, (low, high, default) in SEED.items():
-        assert (voice[name]["minimum"], voice[name]["default"]) == (low, default)
+        assert (voice[name]["minimum"], voice[name].get("maximum"), voice[name]["default"]) == (
+            low,
+            high or 10.0,
+            default,
+        )
     language = schema["components"]["schemas"]["TTSRequest"]["properties"]["language_id"]
     assert language["default"] == "en" and language["enum"] == list(LANGUAGES)
 
