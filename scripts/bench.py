@@ -78,7 +78,7 @@ DEFAULT_STREAM_TEXT = (
     "This longer sentence keeps the model talking for a good while, so that streamed audio "
     "can start playing long before the whole utterance has been generated and vocoded"
 )
-DEFAULT_STREAM_SEED = 3  # with the random-weight checkpoints, both variants run to the 200-token cap
+DEFAULT_STREAM_SEED = 3  # the seed; the log says when a run stops before the cap (then pick another)
 TABLES = ("main", "streaming")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
