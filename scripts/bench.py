@@ -3,7 +3,7 @@
 
     python -m scripts.bench --weights DIR [--variants standard,turbo] [--tokens 30] [--repeats 3]
                             [--device auto|cpu|cuda] [--text TEXT] [--seed S] [--threads N]
-                            [--tables main,streaming] [--stream-tokens 200] [--stream-repeats 1]
+                            [--tables main,streaming] [--stream-tokens 200] [--stream-repeats 1] [--stream-seed 3]
                             [--json PATH]
 
 Tables (one function each; `--tables` picks them):
@@ -18,9 +18,12 @@ Tables (one function each; `--tables` picks them):
   `chunk` event of `POST /v2/models/{name}/generate_stream`. RTF = wall time / audio seconds.
   The predictor measurements are shared by both scenarios (its request is the same in both); calls
   are interleaved (upstream 1, upstream 2, ours infer, ours stream) so drift hits all alike.
-- streaming (`streaming_table`): the predictor alone, an utterance of `--stream-tokens` speech
-  tokens: TTFA streamed (generate_stream) vs total latency unstreamed (V2 infer), same
-  text/seed/cap, and the ratio TTFA / unstreamed latency.
+- streaming (`streaming_table`): one utterance of `--stream-tokens` speech tokens with the built-in
+  voice (`--stream-seed`), unstreamed and streamed, on the predictor's routes (V2 infer vs SSE
+  generate_stream) and through an adapter started in front of it (WebSocket `say`, audio.stream
+  false vs true): TTFA, streamed total, the stall-free start-up delay a player needs (max over
+  chunks of arrival minus the chunk's start time in the audio), and TTFA and streamed total as
+  ratios of the unstreamed latency.
 
 The upstream token cap is forced as tests/test_conformance.py does it (upstream hard-codes 1000):
 `t3.inference(max_new_tokens=N)`, or for turbo `t3.inference_turbo(max_gen_len=N-1)`.
@@ -75,7 +78,7 @@ DEFAULT_STREAM_TEXT = (
     "This longer sentence keeps the model talking for a good while, so that streamed audio "
     "can start playing long before the whole utterance has been generated and vocoded"
 )
-DEFAULT_STREAM_SEED = 3  # with the random-weight checkpoints, both variants run to the 200-token cap
+DEFAULT_STREAM_SEED = 3  # the seed; the log says when a run stops before the cap (then pick another)
 TABLES = ("main", "streaming")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
