@@ -202,7 +202,7 @@ def _grpc_infer(grpc_url: str) -> InferenceServerException | None:
     return None
 
 
-def _turbo_predictor(weights_dir, voices_dir, drain_s: str):
+def _turbo_predictor(weights_dir, voices_dir, drain_s: str, **env: str):
     return start_predictor(
         weights_dir,
         voices_dir,
@@ -211,6 +211,7 @@ def _turbo_predictor(weights_dir, voices_dir, drain_s: str):
         LOAD_MULTILINGUAL="false",
         DRAIN_TIMEOUT_S=drain_s,
         MAX_CONCURRENT_REQUESTS="2",
+        **env,
     )
 
 
@@ -263,10 +264,12 @@ def test_predictor_sigterm_drains_the_stream_and_refuses_new_work(weights_dir, v
 
 
 def test_predictor_drain_bound_ends_a_stream_with_an_error_event(weights_dir, voices_dir):
-    predictor = _turbo_predictor(weights_dir, voices_dir, "1")
+    # The shared test cap (MAX_NEW_TOKENS=40) would refuse the long request below.
+    predictor = _turbo_predictor(weights_dir, voices_dir, "1", MAX_NEW_TOKENS="1000")
     try:
         # Far more speech than the bound allows (random weights rarely stop on their own).
         stream = _stream(predictor.http_url, "This one is long.", 1000)
+        assert stream.status_code == 200, stream.text
         events = _events(stream)
         assert next(events)["type"] == "chunk"
         predictor.popen.send_signal(signal.SIGTERM)
