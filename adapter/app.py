@@ -124,7 +124,7 @@ def _document_ws_messages(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 def _service_router(app: FastAPI, metrics: Metrics) -> APIRouter:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import av.filter
 import numpy as np
+from av.audio.stream import AudioStream
 
 from adapter.audio import StreamResampler, to_pcm16, wav_header
 from adapter.errors import APIError
@@ -137,10 +139,12 @@ class _Codec:
     """One PyAV output container with one mono audio stream."""
 
     def __init__(self, fmt: OutputFormat, sample_rate: int, streaming: bool):
-        self._streaming = streaming
         self._file: _Sink | io.BytesIO = _Sink() if streaming else io.BytesIO()
         self._container = av.open(self._file, mode="w", format=fmt.container, options=dict(fmt.muxer_options))
-        self._stream = self._container.add_stream(fmt.codec, rate=sample_rate, layout="mono")
+        if fmt.codec is None:
+            raise ValueError(f"{fmt.container} output needs a codec")
+        # An audio codec name: PyAV's overloads only narrow the stream type for literal names.
+        self._stream = cast(AudioStream, self._container.add_stream(fmt.codec, rate=sample_rate, layout="mono"))
         if fmt.bit_rate:
             self._stream.codec_context.bit_rate = fmt.bit_rate
         if fmt.codec == "flac":
@@ -159,9 +163,9 @@ class _Codec:
         if last:
             self._container.mux(self._stream.encode(None))
             self._container.close()
-            if not self._streaming:
+            if isinstance(self._file, io.BytesIO):
                 return self._file.getvalue()
-        return self._file.take() if self._streaming else b""
+        return self._file.take() if isinstance(self._file, _Sink) else b""
 
 
 class Encoder:

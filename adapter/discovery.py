@@ -188,6 +188,7 @@ class InferenceServiceLocator:
                 if not self._fresh():
                     location = await asyncio.to_thread(self._read)
                     self._remember(location)
+        assert self._location is not None  # _fresh() checked it, or _remember() just set it
         return self._location
 
     def invalidate(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +37,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
 
-def describe_validation_errors(errors: list[dict], ranges: dict[str, str]) -> tuple[int, str]:
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]], ranges: dict[str, str]) -> tuple[int, str]:
     """Turn pydantic's error list into (status, one readable sentence naming the fields)."""
     parts = []
     status = 422

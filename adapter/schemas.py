@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -72,7 +72,7 @@ def _voice_field(p: Parameter) -> tuple[Any, Any]:
 
 class _VoiceOptionsBase(_Strict):
     audio_prompt_path: str | None = Field(
-        None,
+        default=None,
         description="Voice file name in VOICES_DIR, or an absolute path inside it. "
         "Unset: the default voice, else the model's built-in voice.",
         max_length=1024,
@@ -85,20 +85,24 @@ class _VoiceOptionsBase(_Strict):
 
 
 # Voice and sampling parameters, built from the shared table (contract/params.py); language_id is
-# a field of the request itself, as in the seed.
-VoiceOptions = create_model(
-    "VoiceOptions",
-    __base__=_VoiceOptionsBase,
-    __doc__="Voice and sampling parameters (ranges and defaults from the shared parameter table).",
-    **{p.name: _voice_field(p) for p in PARAMETERS if p.name != "language_id"},
-)
+# a field of the request itself, as in the seed. Type checkers cannot follow create_model's dynamic
+# fields, so they see the base class (the fields code reads by name, and sampling_parameters()).
+if TYPE_CHECKING:
+    VoiceOptions = _VoiceOptionsBase
+else:
+    VoiceOptions = create_model(
+        "VoiceOptions",
+        __base__=_VoiceOptionsBase,
+        __doc__="Voice and sampling parameters (ranges and defaults from the shared parameter table).",
+        **{p.name: _voice_field(p) for p in PARAMETERS if p.name != "language_id"},
+    )
 
 _LANGUAGE = BY_NAME["language_id"]
 
 
 class _AudioBase(_Strict):
     sample_rate: int = Field(
-        SAMPLE_RATE, ge=8000, le=48000, description=f"Output rate; resampled from the model's {SAMPLE_RATE} Hz"
+        default=SAMPLE_RATE, ge=8000, le=48000, description=f"Output rate; resampled from the model's {SAMPLE_RATE} Hz"
     )
 
     @field_validator("format", mode="before", check_fields=False)
@@ -110,20 +114,20 @@ class _AudioBase(_Strict):
 
 
 class HttpAudioOptions(_AudioBase):
-    format: AudioFormat = Field("wav", description=_FORMATS_DOC)
+    format: AudioFormat = Field(default="wav", description=_FORMATS_DOC)
     stream: bool = Field(
-        False, description="Send audio with chunked transfer as it is generated (flac: whole, at the end)"
+        default=False, description="Send audio with chunked transfer as it is generated (flac: whole, at the end)"
     )
     chunk_size_ms: int | None = Field(
-        None, ge=10, le=5000, description="Streaming wav/pcm_s16le only: re-chunk to this duration"
+        default=None, ge=10, le=5000, description="Streaming wav/pcm_s16le only: re-chunk to this duration"
     )
 
 
 class WsAudioOptions(_AudioBase):
-    format: AudioFormat = Field("pcm_s16le", description=_FORMATS_DOC)
-    stream: bool = Field(True, description="false: one chunk with all the audio once it is generated")
+    format: AudioFormat = Field(default="pcm_s16le", description=_FORMATS_DOC)
+    stream: bool = Field(default=True, description="false: one chunk with all the audio once it is generated")
     chunk_size_ms: int = Field(
-        40, ge=10, le=5000, description="wav/pcm_s16le: duration of each chunk (compressed: as encoded)"
+        default=40, ge=10, le=5000, description="wav/pcm_s16le: duration of each chunk (compressed: as encoded)"
     )
 
 
@@ -135,7 +139,7 @@ class _TextRequest(_Strict):
         _LANGUAGE.default,
         max_length=16,
         description=_description(_LANGUAGE),
-        json_schema_extra={"enum": list(_LANGUAGE.choices)},
+        json_schema_extra={"enum": list(_LANGUAGE.choices or ())},
     )
     voice: VoiceOptions = Field(default_factory=VoiceOptions)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from adapter.limits import SlotPool
     from adapter.metrics import Metrics
     from adapter.predictor_client import PredictorClient
-    from adapter.schemas import _TextRequest
+    from adapter.schemas import SayMessage, TTSRequest
     from adapter.settings import Settings
     from adapter.voice_library import VoiceLibrary
 
@@ -46,7 +46,9 @@ class Synthesis:
     """Admission happens in the constructor (cheap checks, then a slot), so a refusal costs
     nothing upstream; `close()` must follow on every path and is safe to repeat."""
 
-    def __init__(self, ctx: AppContext, request: _TextRequest, transport: str, connection_voice: str | None = None):
+    def __init__(
+        self, ctx: AppContext, request: TTSRequest | SayMessage, transport: str, connection_voice: str | None = None
+    ):
         if ctx.drain.draining:
             raise APIError(503, SHUTTING_DOWN, {"Retry-After": str(RETRY_AFTER_S)})
         check_text_length(request.text, ctx.settings.max_text_length)
@@ -108,9 +110,10 @@ class Synthesis:
             raise APIError(503, CUT_AT_BOUND)
         return task.result()
 
-    async def chunks(self) -> AsyncIterator[StreamedAudio]:
+    async def chunks(self) -> AsyncGenerator[StreamedAudio, None]:
         if self._stream is None:
             await self.open()
+        assert self._stream is not None  # open() sets it or raises
         metrics = self._ctx.metrics
         previous: float | None = None
         upstream = aiter(self._stream)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,12 +49,15 @@ def install_rest_handler(app: FastAPI) -> None:
     """ServiceError -> its status, and a body FastAPI cannot validate -> 400, both with kserve's
     error shape {"error": "..."} (what V2 clients such as tritonclient read)."""
 
-    async def service_error_handler(_: Request, exc: ServiceError) -> JSONResponse:
-        retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
-        return JSONResponse(status_code=exc.status, content={"error": exc.message}, headers=retry)
+    # Starlette types a handler as taking any Exception; each is registered for its own class only.
+    async def service_error_handler(_: Request, exc: Exception) -> JSONResponse:
+        error = cast(ServiceError, exc)
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (429, 503) else None
+        return JSONResponse(status_code=error.status, content={"error": error.message}, headers=retry)
 
-    async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": describe_validation_errors(list(exc.errors()))})
+    async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+        errors = cast(RequestValidationError, exc).errors()
+        return JSONResponse(status_code=400, content={"error": describe_validation_errors(list(errors))})
 
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from contract.variants import LANGUAGES
+
 # Before anything imports huggingface_hub, which reads this once: the builders must never reach
 # the network (the multilingual tokenizer tries to fetch a Cangjie table and copes without it).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -52,31 +54,7 @@ EXPECTED_FILES = {
 # Ids the text side of T3Config hard-codes for standard and multilingual.
 STOP_ID, UNK_ID, SPACE_ID, START_ID = 0, 1, 2, 255
 OTHER_SPECIALS = ["[PAD]", "[SEP]", "[CLS]", "[MASK]"]
-MTL_LANGUAGES = [
-    "ar",
-    "da",
-    "de",
-    "el",
-    "en",
-    "es",
-    "fi",
-    "fr",
-    "he",
-    "hi",
-    "it",
-    "ja",
-    "ko",
-    "ms",
-    "nl",
-    "no",
-    "pl",
-    "pt",
-    "ru",
-    "sv",
-    "sw",
-    "tr",
-    "zh",
-]
+MTL_LANGUAGES = list(LANGUAGES)  # the tokenizer gets a [xx] token for each of the 23 codes
 
 EOS = "<|endoftext|>"
 TURBO_CORPUS = [
@@ -181,7 +159,7 @@ def _write_mtl_tokenizer(path: Path) -> None:
 def _write_turbo_tokenizer(folder: Path) -> None:
     """A small byte-level BPE in GPT-2's format; upstream only warns that it is not 50276 long."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]  # a lazy alias in transformers 5, absent from its type hints
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

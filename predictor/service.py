@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,7 @@ class SynthesisService:
         audio_prompt: bytes | None = None,
         summary: StreamSummary | None = None,
         incremental: bool = False,
-    ) -> AsyncIterator[AudioChunk]:
+    ) -> AsyncGenerator[AudioChunk, None]:
         """Yield audio chunks in order: per text piece, or with `incremental` as tokens arrive.
         Errors before the first chunk are ServiceError (4xx/429)."""
         started = time.perf_counter()

@@ -28,7 +28,7 @@ def tolerate_missing_chinese_segmenter() -> None:
             logger.warning("Chinese word segmentation disabled (spacy_pkuseg model unavailable: %s)", exc)
             self.segmenter = None
 
-    init_segmenter._tolerant = True
+    init_segmenter._tolerant = True  # type: ignore[attr-defined]  # marker on the patched function: keeps the patch idempotent
     ChineseCangjieConverter._init_segmenter = init_segmenter
 
 
@@ -61,5 +61,5 @@ def refuse_malformed_rest_requests() -> None:
         except (TypeError, ValueError, IndexError, OverflowError, struct.error, AttributeError) as exc:
             raise InvalidInput(f"malformed inference request: {exc}") from None
 
-    decode_inference_request._tolerant = True
+    decode_inference_request._tolerant = True  # type: ignore[attr-defined]  # marker on the patched function: keeps the patch idempotent
     DataPlane.decode_inference_request = decode_inference_request

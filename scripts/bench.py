@@ -45,6 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import platform
@@ -194,6 +195,7 @@ class Context:
 
     def measured(self, key: str, fn: Callable[[], Any], extra_pids: tuple[int, ...] = ()) -> Any:
         """Run one timed call, noting how busy the rest of the machine was meanwhile."""
+        assert self.predictor is not None, "set before each variant is measured"
         with CpuMonitor([os.getpid(), self.predictor.popen.pid, *extra_pids]).window() as window:
             value = fn()
         if window.other_cores is not None:
@@ -213,6 +215,7 @@ class Context:
         }
 
     def ready(self, variant: str) -> PredictorProcess:
+        assert self.predictor is not None, "set before each variant is measured"
         if variant not in self.predictor_ready_s:
             log(f"{variant}: waiting for the predictor to be ready ...")
             self.predictor_ready_s[variant] = self.predictor.wait_ready()
@@ -250,7 +253,7 @@ def summarize_checks(checks: list[str]) -> str:
 
 def contention_note(result: dict) -> str:
     mean, peak = result.get("other_cores_mean"), result.get("other_cores_max")
-    if mean is None:
+    if mean is None or peak is None:  # contention() sets both or neither
         return "CPU use of other processes: unknown"
     flag = " (NOISY: other work competed for the CPU)" if peak > CONTENTION_WARN_CORES else ""
     return f"other processes used {mean:.2f} cores on average (max {peak:.2f}) during the timed calls{flag}"
@@ -288,15 +291,20 @@ def main_table(ctx: Context, variant: str, model, load_s: float) -> dict:
     held_conds = model.conds
     log(f"{variant}: upstream prepare_conditionals once: {prepare_s:.2f} s")
 
-    raw = {
+    raw: dict[str, list[float]] = {
         "upstream_repeated": [],
         "upstream_held": [],
         "ours_infer": [],
         "ours_stream_ttfa": [],
         "ours_stream_total": [],
     }
-    audio_s = {"upstream_repeated": [], "upstream_held": [], "ours_infer": [], "ours_stream": []}
-    checks = {
+    audio_s: dict[str, list[float]] = {
+        "upstream_repeated": [],
+        "upstream_held": [],
+        "ours_infer": [],
+        "ours_stream": [],
+    }
+    checks: dict[str, list[str]] = {
         "ours_vs_upstream_repeated": [],
         "ours_vs_upstream_held": [],
         "upstream_held_vs_repeated": [],
@@ -451,8 +459,8 @@ def streaming_table(ctx: Context, variant: str) -> dict:
         for route, (unstreamed_call, streamed_call) in routes.items():
             runs = []
             for r in range(args.stream_repeats):
-                unstreamed = ctx.measured(key, unstreamed_call, extra_pids=[adapter.popen.pid])
-                streamed = ctx.measured(key, streamed_call, extra_pids=[adapter.popen.pid])
+                unstreamed = ctx.measured(key, unstreamed_call, extra_pids=(adapter.popen.pid,))
+                streamed = ctx.measured(key, streamed_call, extra_pids=(adapter.popen.pid,))
                 unstreamed_s = unstreamed.seconds if hasattr(unstreamed, "seconds") else unstreamed.total_seconds
                 log(
                     f"{variant} [{r + 1}/{args.stream_repeats}] {route}: unstreamed {unstreamed_s:.2f} s; streamed: "
@@ -585,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if "main" in args.tables:
                     log(f"{variant}: loading upstream {VARIANT_SPECS[variant].class_name}.from_local ...")
-                    load_s, model = timed(device, lambda variant=variant: load_upstream(variant, weights, device))
+                    load_s, model = timed(device, functools.partial(load_upstream, variant, weights, device))
                     log(f"{variant}: upstream loaded in {load_s:.1f} s")
                     try:
                         results["main"].append(main_table(ctx, variant, model, load_s))

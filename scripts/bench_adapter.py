@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,23 +14,15 @@ from websockets.sync.client import connect
 from contract.variants import SAMPLE_RATE
 
 from .bench_predictor import StreamResult
-from .processes import ManagedProcess, adapter_command, free_port
+from .processes import ManagedProcess, adapter_command, free_port, local_adapter_env
 
 
 class AdapterProcess:
     """`python -m adapter` relaying to one predictor URL, with the predictor's voice folder."""
 
     def __init__(self, predictor_url: str, voices_dir: Path):
-        env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
         port = free_port()
-        env.update(
-            HOST="127.0.0.1",
-            PORT=str(port),
-            PREDICTOR_URL=predictor_url,
-            VOICES_DIR=str(voices_dir),
-            LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-        )
+        env = local_adapter_env(port, predictor_url, voices_dir)
         self.process = ManagedProcess(adapter_command(), env=env, name="bench-adapter")
         self.process.port = port
         self.popen = self.process.popen

@@ -109,7 +109,7 @@ class PredictorProcess:
         chunks: list[np.ndarray] = []
         try:
             # chunk_size=None: hand over bytes as they arrive, so an event is seen as soon as it is whole.
-            for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+            for line in response.iter_lines(chunk_size=None, decode_unicode=True):  # type: ignore[call-overload]  # requests takes None; types-requests says int
                 event = reader.feed(line)
                 now = time.perf_counter()
                 if isinstance(event, ChunkEvent):

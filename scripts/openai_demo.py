@@ -13,12 +13,15 @@ import argparse
 import base64
 import json
 import time
+from typing import Literal
 
 import openai
 
 from tests.support.decoding import assert_duration, decode
 
-FORMATS = ("mp3", "opus", "aac", "flac", "wav")
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav"]  # the SDK takes only these literals
+FORMATS: tuple[AudioFormat, ...] = ("mp3", "opus", "aac", "flac", "wav")
+STREAMED_FORMATS: tuple[AudioFormat, ...] = ("mp3", "opus")
 
 
 def main() -> None:
@@ -56,7 +59,7 @@ def main() -> None:
         decoder = "PyAV (FFmpeg aac)" if fmt == "aac" else "soundfile (libsndfile)"
         print(f"{fmt:7} {len(data):>7} {data[:4]!r:16} {decoder:22} {len(samples) / rate:>9.3f} {difference:>+15.3f}")
 
-    for fmt in ("mp3", "opus"):
+    for fmt in STREAMED_FORMATS:
         print(
             f">>> with client.audio.speech.with_streaming_response.create({call}, response_format={fmt!r}) as r: "
             "r.iter_bytes()"
@@ -65,8 +68,8 @@ def main() -> None:
         first_at, pieces, data = None, 0, b""
         with client.audio.speech.with_streaming_response.create(
             model=args.model, voice=args.voice, input=args.text, response_format=fmt, extra_body=same
-        ) as response:
-            for piece in response.iter_bytes():
+        ) as r:
+            for piece in r.iter_bytes():
                 first_at = first_at or time.monotonic() - started
                 pieces += 1
                 data += piece
@@ -80,8 +83,8 @@ def main() -> None:
     print(f">>> with client.audio.speech.with_streaming_response.create({call}, stream_format='sse') as r: ...")
     with client.audio.speech.with_streaming_response.create(
         model=args.model, voice=args.voice, input=args.text, stream_format="sse", extra_body=same
-    ) as response:
-        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    ) as r:
+        events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     samples, rate = decode(audio, "mp3")
     print(

@@ -44,6 +44,24 @@ def adapter_command() -> list[str]:
     return [sys.executable, "-m", "adapter"]
 
 
+def local_adapter_env(port: int, predictor_url: str, voices_dir: str | Path, **overrides: str) -> dict[str, str]:
+    """The environment of an adapter on loopback in front of `predictor_url`: no token or default voice
+    inherited from the caller's shell, and Wyoming off (its fixed 10200 would collide between adapters)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PREDICTOR_URL=predictor_url,
+        VOICES_DIR=str(voices_dir),
+        LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        WYOMING_PORT="0",
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
 class ManagedProcess:
     """A child process whose output goes to a log file (or, with `log_dir=None` and `inherit_output`, to
     this terminal), with readiness waits and a terminate-then-kill stop."""

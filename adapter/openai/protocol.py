@@ -3,7 +3,7 @@ for /v1/audio/speech and /v1/models, plus Chatterbox's own parameters as extra b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -98,12 +98,16 @@ def _chatterbox_fields() -> dict:
 
 CHATTERBOX_PARAMETERS = tuple(_chatterbox_fields())
 
-SpeechRequest = create_model(
-    "SpeechRequest",
-    __base__=_SpeechFields,
-    __doc__="POST /v1/audio/speech (OpenAI's request, plus Chatterbox's parameters as extra fields)",
-    **_chatterbox_fields(),
-)
+# Type checkers cannot follow create_model's dynamic fields: they see the OpenAI fields of the base.
+if TYPE_CHECKING:
+    SpeechRequest = _SpeechFields
+else:
+    SpeechRequest = create_model(
+        "SpeechRequest",
+        __base__=_SpeechFields,
+        __doc__="POST /v1/audio/speech (OpenAI's request, plus Chatterbox's parameters as extra fields)",
+        **_chatterbox_fields(),
+    )
 
 
 class ModelCard(BaseModel):

@@ -69,8 +69,10 @@ class OpenAIRoute(APIRoute):
         return route
 
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 429, 502, 503, 504)}
-_AUDIO = {fmt.media_type: {} for fmt in FORMATS.values()} | {"text/event-stream": {}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 429, 502, 503, 504)
+}
+_AUDIO: dict[str, dict[str, Any]] = {**{fmt.media_type: {} for fmt in FORMATS.values()}, "text/event-stream": {}}
 
 
 def build_router(model_map: str | None) -> APIRouter:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import numpy as np
 from pydantic import BaseModel
@@ -146,7 +146,7 @@ def seed_request(body, variant: str, voice: str | None, streaming: bool) -> TTSR
     language = {"language_id": chosen.pop("language_id")} if "language_id" in chosen else {}
     return TTSRequest(
         text=body.input,
-        model=variant,
+        model=cast(ModelName, variant),  # ModelResolver.resolve returns one of VARIANTS
         **language,
         voice=VoiceOptions(audio_prompt_path=voice, **chosen),
         # The codec works at OpenAI's 24 kHz; the format is the encoder's business, not the request's.
@@ -175,7 +175,9 @@ def usage(text: str, synthesis: Synthesis, generated_samples: int) -> SpeechUsag
     return SpeechUsage(input_tokens=len(text), output_tokens=speech_tokens, total_tokens=len(text) + speech_tokens)
 
 
-async def chained(first: StreamedAudio | None, rest: AsyncIterator[StreamedAudio]) -> AsyncIterator[StreamedAudio]:
+async def chained(
+    first: StreamedAudio | None, rest: AsyncGenerator[StreamedAudio, None]
+) -> AsyncIterator[StreamedAudio]:
     """The first chunk (awaited before answering, so early failures keep their status), then the rest."""
     try:
         if first is not None:
@@ -186,7 +188,7 @@ async def chained(first: StreamedAudio | None, rest: AsyncIterator[StreamedAudio
         await rest.aclose()
 
 
-async def encoded_audio(chunks: AsyncIterator[StreamedAudio], encoder: Encoder) -> AsyncIterator[bytes]:
+async def encoded_audio(chunks: AsyncIterator[StreamedAudio], encoder: Encoder) -> AsyncGenerator[bytes, None]:
     """Bytes of one stream in the encoder's format, each piece as soon as the encoder made it."""
     header = encoder.stream_header()
     if header:
@@ -205,7 +207,7 @@ async def encoded_audio(chunks: AsyncIterator[StreamedAudio], encoder: Encoder) 
 
 async def sse_events(
     chunks: AsyncIterator[StreamedAudio], encoder: Encoder, synthesis: Synthesis, text: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """speech.audio.delta events carrying the encoded stream, then speech.audio.done with usage.
     A failure after the first event becomes an `error` event before the stream breaks off."""
     generated = 0

@@ -53,7 +53,7 @@ def parameter_table() -> dict:
             for p in PARAMETERS
             if p.type in (int, float)
         ],
-        "languages": list(language.choices),
+        "languages": list(language.choices or ()),
         "default_language": language.default,
         "language_models": list(language.variants),
         # The page plays chunks as they arrive with Web Audio, which needs PCM (raw or in a WAV stream).

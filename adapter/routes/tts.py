@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -23,8 +23,10 @@ log = logging.getLogger("adapter.tts")
 router = APIRouter(tags=["tts"])
 T = TypeVar("T")
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 502, 503, 504)}
-_AUDIO = {fmt.media_type: {} for fmt in FORMATS.values()}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 502, 503, 504)
+}
+_AUDIO: dict[str, dict[str, Any]] = {fmt.media_type: {} for fmt in FORMATS.values()}
 
 
 class ClientGone(Exception):
@@ -61,8 +63,9 @@ class SynthesisStreamingResponse(StreamingResponse):
     """Streams a synthesis and always ends it (slot freed, upstream cancelled), even when the
     client disconnects mid-stream and the body iterator is abandoned."""
 
-    def __init__(self, synthesis: Synthesis, encoder: Encoder, content: AsyncIterator[bytes], **kwargs):
+    def __init__(self, synthesis: Synthesis, encoder: Encoder, content: AsyncGenerator[bytes, None], **kwargs):
         super().__init__(content, **kwargs)
+        self._content = content  # body_iterator, typed here as a generator that has aclose()
         self._synthesis = synthesis
         self._encoder = encoder
         self._send_timeout_s = synthesis.client_send_timeout_s
@@ -73,7 +76,7 @@ class SynthesisStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
             outcome = self._synthesis.outcome
         finally:
-            await self.body_iterator.aclose()
+            await self._content.aclose()
             await self._synthesis.close(outcome, self._encoder.duration_seconds)
 
     async def stream_response(self, send: Send) -> None:
@@ -139,10 +142,10 @@ async def _streaming(request: Request, synthesis: Synthesis, body: TTSRequest) -
     first = await _unless_disconnected(request, anext(chunks, None))
     encoder = Encoder(fmt, rate)
     # Compressed output goes out as encoded (whole frames/pages); only PCM can be cut anywhere.
-    rechunk = body.audio.chunk_size_ms and encoder.rechunkable
-    rechunker = Rechunker(chunk_bytes_for(rate, body.audio.chunk_size_ms)) if rechunk else None
+    chunk_size_ms = body.audio.chunk_size_ms
+    rechunker = Rechunker(chunk_bytes_for(rate, chunk_size_ms)) if chunk_size_ms and encoder.rechunkable else None
 
-    async def content() -> AsyncIterator[bytes]:
+    async def content() -> AsyncGenerator[bytes, None]:
         try:
             header = encoder.stream_header()
             if header:

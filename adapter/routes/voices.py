@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -69,7 +69,7 @@ class _LimitedBody:
         self._seen = 0
         self._finished = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         while not self._finished:
             message = await self._receive()
             if message["type"] != "http.request":
@@ -135,7 +135,7 @@ async def upload_voice(
     overwrite: bool = Query(False, description="Replace an existing voice of the same name"),
     name: str | None = Query(None, max_length=200, description="Voice name (default: the file's name)"),
     ctx: AppContext = Depends(get_ctx),
-) -> dict:
+) -> dict | Response:
     limit = ctx.settings.max_upload_bytes
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise APIError(415, "send the voice as multipart/form-data with the file in field 'file'")

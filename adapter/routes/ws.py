@@ -22,6 +22,7 @@ from adapter.schemas import (
     DoneMessage,
     ErrorMessage,
     ReadyMessage,
+    RequestId,
     SayMessage,
     SetVoiceMessage,
     VoiceSetMessage,
@@ -82,7 +83,7 @@ class Session:
         if self._dropping is None:
             self._dropping = asyncio.create_task(close())
 
-    async def error(self, request_id: object, code: int | str, message: str) -> None:
+    async def error(self, request_id: RequestId, code: int | str, message: str) -> None:
         await self.send(ErrorMessage(id=request_id, code=code, message=message))
 
     async def run(self) -> None:
@@ -163,7 +164,8 @@ class Session:
         synthesis = Synthesis(self.ctx, msg, "ws", connection_voice=self.voice)
         task = asyncio.create_task(self.say(msg, synthesis))
         self.tasks[msg.id] = (task, synthesis)
-        task.add_done_callback(lambda _t, key=msg.id: self.tasks.pop(key, None))
+        key = msg.id
+        task.add_done_callback(lambda _t: self.tasks.pop(key, None))
 
     async def say(self, msg: SayMessage, synthesis: Synthesis) -> None:
         audio = msg.audio
@@ -189,7 +191,7 @@ class Session:
         finally:
             await synthesis.close(outcome, encoder.duration_seconds if encoder else 0.0)
 
-    async def _report(self, request_id: object, code: int, message: str) -> None:
+    async def _report(self, request_id: RequestId, code: int, message: str) -> None:
         try:
             await self.error(request_id, code, message)
         except _Gone:

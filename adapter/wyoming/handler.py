@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from sentence_stream import SentenceBoundaryDetector
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +30,7 @@ from wyoming.tts import (
 from adapter.audio import Rechunker, chunk_bytes_for
 from adapter.codecs import Encoder
 from adapter.errors import APIError
-from adapter.schemas import HttpAudioOptions, TTSRequest, VoiceOptions
+from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
 from adapter.synthesis import AppContext, Synthesis
 from adapter.wyoming import catalogue
 from contract.errors import ServiceError
@@ -69,6 +70,7 @@ class TtsHandler(AsyncEventHandler):
     async def run(self) -> None:
         """Registered in `running` so that shutdown can cancel it and wait for its cleanup."""
         task = asyncio.current_task()
+        assert task is not None  # the server runs each connection's handler in its own task
         self._running.add(task)
         try:
             await super().run()
@@ -176,7 +178,7 @@ class TtsHandler(AsyncEventHandler):
         choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
         request = TTSRequest(
             text=text,
-            model=choice.model,
+            model=cast(ModelName, choice.model),  # one of MODEL_LANGUAGES, keyed by variant name
             language_id=choice.language,
             voice=VoiceOptions(audio_prompt_path=choice.voice),
             audio=HttpAudioOptions(format="pcm_s16le", stream=True),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,8 @@ def cfg_speech_tokens(
             if analyzer is not None:
                 last_token = generated_ids[0, -1].item() if len(generated_ids[0]) > 0 else None
                 logits = analyzer.step(logits, next_token=last_token)
-            ids_for_proc = generated_ids[:1, ...]
+            # Token ids are int64; torch types every slice as a plain Tensor.
+            ids_for_proc = cast(torch.LongTensor, generated_ids[:1, ...])
             logits = repetition_penalty(ids_for_proc, logits)
             if params.temperature != 1.0:
                 logits = logits / params.temperature

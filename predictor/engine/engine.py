@@ -137,7 +137,7 @@ class ChatterboxEngine:
         return PreparedRequest(variant=variant, pieces=tuple(split_text(text)), params=params, seed=seed, conds=conds)
 
     def _conditionals(self, loaded: LoadedVariant, voice: VoiceSource):
-        if voice.is_builtin:
+        if voice.content is None:  # the built-in voice
             if loaded.model.conds is None:
                 raise VoiceError(f"the {loaded.spec.name} model has no built-in voice: send a voice or audio_prompt")
             return loaded.model.conds

@@ -53,7 +53,7 @@ def _as_float(p: Parameter, value: Any, high: float) -> float:
     return value
 
 
-def _as_int(p: Parameter, value: Any, high: int) -> int:
+def _as_int(p: Parameter, value: Any, high: float) -> int:
     value = _number(p, value, "an integer", int, high)
     if isinstance(value, float):
         if not value.is_integer():
@@ -76,8 +76,11 @@ def parse_params(variant: str, raw: Mapping[str, Any], max_new_tokens_ceiling: i
             values[p.name] = max_new_tokens_ceiling if value is None else _as_int(p, value, max_new_tokens_ceiling)
         elif value is None:
             values[p.name] = p.default_for(variant)
-        elif p.type is float:
-            values[p.name] = _as_float(p, value, p.high)
         else:
-            values[p.name] = _as_int(p, value, p.high)
+            # Every numeric parameter but max_new_tokens (handled above) has a fixed upper bound.
+            assert p.high is not None
+            if p.type is float:
+                values[p.name] = _as_float(p, value, p.high)
+            else:
+                values[p.name] = _as_int(p, value, p.high)
     return SynthesisParams(**values)

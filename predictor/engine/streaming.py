@@ -112,6 +112,7 @@ class ChunkedVocoder:
         context_token = [self.prompt_token[:, self.prompt_tokens - prompt_context :]]
         context_feat = [self.prompt_feat[:, self.prompt_feat.shape[1] - 2 * prompt_context :]]
         if speech_context:
+            assert self.mel_emitted is not None  # speech frames were rendered, so some were kept
             context_token.append(self._tensor(tokens[done_tokens - speech_context : done_tokens]))
             context_feat.append(self.mel_emitted[:, :, -2 * speech_context :].transpose(1, 2))
         new_tokens = tokens[done_tokens:]

@@ -114,6 +114,7 @@ class ConditionalsCache:
                 self._report(variant, True)
                 return self._entries[key]
         self._report(variant, False)
+        assert voice.content is not None, "the built-in voice is never prepared"
         with _temporary_file(voice.content) as path:
             conds = prepare(path)
         with self._lock:

@@ -14,8 +14,7 @@ import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from contract.params import defaults_for
-
-from ..v2_helpers import http_infer
+from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
 

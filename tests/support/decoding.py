@@ -33,7 +33,7 @@ def decode(data: bytes, fmt: str, rate: int = 24000) -> tuple[np.ndarray, int]:
     if fmt in ("pcm", "pcm_s16le"):
         return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0, rate
     if fmt == "aac":
-        with av.open(io.BytesIO(data), format="aac") as container:
+        with av.open(io.BytesIO(data), mode="r", format="aac") as container:
             frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
             decoded_rate = container.streams.audio[0].rate
         return (np.concatenate(frames) if frames else np.zeros(0, np.float32)), decoded_rate

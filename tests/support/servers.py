@@ -13,7 +13,7 @@ import numpy as np
 import requests
 import soundfile as sf
 
-from scripts.processes import ROOT, ManagedProcess, adapter_command, free_port, predictor_command
+from scripts.processes import ManagedProcess, adapter_command, free_port, local_adapter_env, predictor_command
 
 FAKE_PREDICTOR = Path(__file__).resolve().parent / "adapter_fake_predictor.py"
 START_TIMEOUT_S = 30.0
@@ -74,17 +74,7 @@ def start_fake_predictor(
 
 def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_overrides: str) -> ManagedProcess:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        PREDICTOR_URL=predictor_url,
-        VOICES_DIR=str(voices_dir),
-        LOG_LEVEL="warning",
-        PYTHONPATH=str(ROOT),
-        WYOMING_PORT="0",  # Wyoming's fixed 10200 would collide between adapters; its tests pick a free port
-    )
-    env.update({k: str(v) for k, v in env_overrides.items()})
+    env = local_adapter_env(port, predictor_url, voices_dir, **env_overrides)
     server = ManagedProcess(adapter_command(), env, "adapter", log_dir=log_dir)
     server.port = port
     server.wait_port(port, START_TIMEOUT_S)
