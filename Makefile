@@ -47,10 +47,10 @@ test-tools:
 	  else echo "warning: chromium not found; the browser test will fail"; fi; fi
 
 random-weights: $(SETUP_STAMP)
-	$(PY) -m predictor.random_weights --out $(OUT)
+	$(PY) -m scripts.random_weights --out $(OUT)
 
 $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
-	$(PY) -m predictor.random_weights --out $(TEST_WEIGHTS)
+	$(PY) -m scripts.random_weights --out $(TEST_WEIGHTS)
 
 # `make test` also installs the test tools (helm, the chart README generator, checkov, chromium); `make run` needs none.
 test: $(SETUP_STAMP) test-tools lint $(TEST_WEIGHTS)/.complete

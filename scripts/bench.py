@@ -64,7 +64,7 @@ import torch
 from contract.params import defaults_for
 from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 from predictor.engine.variants import VARIANT_SPECS
-from predictor.random_weights import write_reference_wav
+from scripts.random_weights import write_reference_wav
 
 from .bench_adapter import AdapterProcess
 from .bench_cpu import CpuMonitor
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tokens, --stream-tokens, --repeats and --stream-repeats must be at least 1")
     if not args.weights.is_dir():
         parser.error(
-            f"--weights: {args.weights} is not a folder (build one with `python -m predictor.random_weights --out DIR`)"
+            f"--weights: {args.weights} is not a folder (build one with `python -m scripts.random_weights --out DIR`)"
         )
     return args
 

@@ -19,7 +19,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
-    from predictor.random_weights import write_checkpoints
+    from scripts.random_weights import write_checkpoints
 
     folder = Path(os.environ.get("CHATTERBOX_TEST_WEIGHTS", ROOT / "build" / "random-weights"))
     if not (folder / ".complete").exists():
@@ -29,7 +29,7 @@ def weights_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def voices_dir(tmp_path_factory) -> Path:
-    from predictor.random_weights import write_reference_wav
+    from scripts.random_weights import write_reference_wav
 
     folder = tmp_path_factory.mktemp("voices")
     write_reference_wav(folder / "alice.wav", seconds=6.0, seed=1)

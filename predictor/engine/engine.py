@@ -252,12 +252,6 @@ class ChatterboxEngine:
             silence_token=S3GEN_SIL if turbo else None,
         )
 
-    def synthesize(self, request: PreparedRequest) -> tuple[np.ndarray, int]:
-        """The whole utterance: (float32 samples at 24 kHz, speech tokens)."""
-        parts = list(self.chunks(request))
-        samples = np.concatenate([c.samples for c in parts]) if parts else np.zeros(0, dtype=np.float32)
-        return samples, sum(c.speech_tokens for c in parts)
-
     # ---- steps -----------------------------------------------------------------------------
     def _t3_cond(self, loaded: LoadedVariant, request: PreparedRequest):
         # The request gets its own copy: T3 caches the prompt embedding on the object it is given.

@@ -197,29 +197,6 @@ class ChunkedVocoder:
                 return tail if tail is not None else np.zeros(0, dtype=np.float32)
             return self._vocode(self._mel(tokens, finalize=True), finalize=True)
 
-    def render_whole(self, tokens: list[int]) -> np.ndarray:
-        """The same tokens in one pass behind the whole prompt, with the same noise: the non-streamed
-        rendering streaming approximates."""
-        if self.silence_token is not None:
-            tokens = list(tokens) + [self.silence_token] * 3
-        with self.lock, torch.inference_mode():
-            noise = self.noise.take(2 * (self.prompt_tokens + len(tokens)))
-            mel = S3Token2Mel.forward(
-                self.s3gen,
-                self._tensor(tokens),
-                ref_wav=None,
-                ref_sr=None,
-                ref_dict=dict(self.ref),
-                n_cfm_timesteps=self.timesteps,
-                finalize=True,
-                noised_mels=noise,
-            )
-            speech, _ = self.s3gen.mel2wav.inference(
-                speech_feat=mel, cache_source=torch.zeros(1, 1, 0, device=mel.device)
-            )
-            speech[:, : len(self.s3gen.trim_fade)] *= self.s3gen.trim_fade
-        return speech.squeeze(0).detach().cpu().numpy().astype(np.float32)
-
 
 class StreamWatermarker:
     """Watermarks a stream chunk by chunk: each window reaches back into audio already emitted, and

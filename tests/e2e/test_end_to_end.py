@@ -19,7 +19,7 @@ import soundfile as sf
 import websockets
 
 from adapter.audio import to_pcm16
-from predictor.random_weights import write_reference_wav
+from scripts.random_weights import write_reference_wav
 from tests.support.browser_harness import run_page
 from tests.support.servers import start_adapter, start_predictor
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.random_weights import write_reference_wav
+from scripts.random_weights import write_reference_wav
 from scripts.upstream import load_upstream, upstream_generate
 from tests.support.v2_helpers import http_infer
 

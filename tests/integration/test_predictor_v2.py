@@ -17,7 +17,7 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from predictor.random_weights import write_reference_wav
+from scripts.random_weights import write_reference_wav
 from tests.support.v2_helpers import SAMPLES_PER_TOKEN, grpc_infer, http_infer
 
 pytestmark = pytest.mark.slow

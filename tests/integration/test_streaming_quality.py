@@ -26,6 +26,7 @@ from predictor.config import PredictorSettings
 from predictor.engine import streaming
 from predictor.engine.engine import SPEECH_VOCAB_SIZE, ChatterboxEngine
 from predictor.engine.streaming import HELD_BACK_TOKENS, OVERLAP_SAMPLES
+from tests.support.engine_reference import render_whole, synthesize
 
 pytestmark = pytest.mark.slow
 TEXT = "Streaming should sound the same as waiting for the whole thing."
@@ -62,7 +63,7 @@ def record_tokens(engine, monkeypatch) -> list[list[int]]:
 def one_pass(engine, request, tokens: list[int], vocoder_seed: int) -> np.ndarray:
     loaded = engine.variants[request.variant]
     torch.manual_seed(vocoder_seed)  # HiFT's excitation noise comes from the global RNG
-    raw = engine.chunked_vocoder(loaded, request, 0).render_whole([t for t in tokens if t < SPEECH_VOCAB_SIZE])
+    raw = render_whole(engine.chunked_vocoder(loaded, request, 0), [t for t in tokens if t < SPEECH_VOCAB_SIZE])
     return np.asarray(loaded.model.watermarker.apply_watermark(raw, sample_rate=24000), dtype=np.float32)
 
 
@@ -72,7 +73,7 @@ def test_streamed_matches_one_pass_without_clicks(engine, monkeypatch, variant):
     runs = record_tokens(engine, monkeypatch)
     request = engine.prepare(variant, TEXT, {"seed": 21, "max_new_tokens": 24})
     chunks = list(engine.chunks(request, stream=True))
-    engine.synthesize(request)  # the non-streamed run, for its tokens
+    synthesize(engine, request)  # the non-streamed run, for its tokens
     streamed_tokens, whole_tokens = runs
     assert streamed_tokens == whole_tokens  # identical speech-token sequence
     assert len(chunks) >= 2  # random weights may sample the stop token early
@@ -141,7 +142,7 @@ def test_only_the_utterances_last_chunk_is_final(engine, stream):
 def test_one_word_streams_and_nothing_is_dropped(engine):
     request = engine.prepare("standard", "Hi.", {"seed": 3, "max_new_tokens": 4})
     chunks = list(engine.chunks(request, stream=True))
-    whole, tokens = engine.synthesize(request)
+    whole, tokens = synthesize(engine, request)
     assert len(chunks) >= 1 and sum(c.speech_tokens for c in chunks) == tokens
     assert sum(len(c.samples) for c in chunks) == len(whole) > 0
     assert np.abs(chunks[-1].samples).max() > 0

@@ -3,7 +3,7 @@
 Each variant is written in exactly the file layout its upstream `from_local(ckpt_dir, device)`
 reads, so tests exercise the real loading code. The voices are nonsense, the shapes are real.
 
-    python -m predictor.random_weights --out DIR [--variants standard,turbo,multilingual] [--seed 0]
+    python -m scripts.random_weights --out DIR [--variants standard,turbo,multilingual] [--seed 0]
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def write_checkpoints(out, variants=VARIANTS, seed: int = 0) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m predictor.random_weights", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.random_weights", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write the variant folders into")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS)
