@@ -207,7 +207,7 @@ def localize_env(pod: Pod, objects: list[dict], weights_dir: Path, home: Path) -
                 f"{pod.component}: {name}={value} is not on a volume, and the root filesystem is read-only"
             )
             value = str(local) if local is not None else value
-        elif (name == "PORT" or name.endswith("_PORT")) and value.isdigit():
+        elif (name == "PORT" or name.endswith("_PORT")) and value.isdigit() and value != "0":  # 0: turned off
             value = str(pod.local_port(int(value)))
         env[name] = value
     pod.env = env
