@@ -132,7 +132,12 @@ def build_router(model_map: str | None) -> APIRouter:
         models = resolver(ctx)
         return ModelList(data=models.served(await models.loaded()))
 
-    @router.get("/models/{model_id}", response_model=ModelCard, summary="One model name", responses=_ERRORS)
+    @router.get(
+        "/models/{model_id}",
+        response_model=ModelCard,
+        summary="One model name",
+        responses={404: {"model": ErrorResponse, "description": "No such model is served"}, **_ERRORS},
+    )
     async def get_model(model_id: str, ctx: AppContext = Depends(get_ctx)) -> ModelCard:
         models = resolver(ctx)
         for card in models.served(await models.loaded()):

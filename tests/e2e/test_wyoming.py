@@ -140,7 +140,8 @@ def test_describe_lists_library_voices_for_the_loaded_models_languages(wyoming, 
     assert program.supports_synthesize_streaming and program.installed
     voices = {v.name: v for v in program.voices}
     library = {v["name"] for v in requests.get(f"{wyoming.url}/api/voices").json()["voices"]}
-    assert library == {"alice.wav", "bob.wav", "short.wav"}
+    # The session's voice folder (other tests may have added voices to it before this one runs).
+    assert {"alice.wav", "bob.wav", "short.wav"} <= library
     for name in ("standard/en", "standard/en/alice.wav", "standard/en/short.wav", "turbo/en/bob.wav"):
         assert voices[name].languages == ["en"], name
     assert "turbo/en/short.wav" not in voices  # turbo needs a reference longer than 5 s
