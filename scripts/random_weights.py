@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contract.variants import LANGUAGES
+from contract.variants import LANGUAGES, VARIANT_NAMES
 
 # Before anything imports huggingface_hub, which reads this once: the builders must never reach
 # the network (the multilingual tokenizer tries to fetch a Cangjie table and copes without it).
@@ -25,8 +25,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np
 import soundfile as sf
-
-VARIANTS = ("standard", "turbo", "multilingual")
 
 # A variant folder only appears by rename once it is whole; these let a later run tell a
 # folder someone emptied by hand from a finished one.
@@ -238,7 +236,7 @@ def is_complete(folder: Path, variant: str) -> bool:
     return all((folder / name).is_file() for name in EXPECTED_FILES[variant])
 
 
-def write_checkpoints(out, variants=VARIANTS, seed: int = 0) -> Path:
+def write_checkpoints(out, variants=VARIANT_NAMES, seed: int = 0) -> Path:
     """Write every requested variant under `out` (skipping finished ones), then `out/.complete`."""
     import torch
 
@@ -271,14 +269,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.random_weights", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write the variant folders into")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS)
+        "--variants", default=",".join(VARIANT_NAMES), help="comma-separated subset of " + ",".join(VARIANT_NAMES)
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - set(VARIANTS))
+    unknown = sorted(set(variants) - set(VARIANT_NAMES))
     if unknown or not variants:
-        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANT_NAMES)}")
     write_checkpoints(args.out, variants, args.seed)
     return 0
 
