@@ -18,7 +18,7 @@ TEST_WEIGHTS := build/random-weights
 PREDICTOR_HTTP_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8082
 
-.PHONY: setup test lint run bench random-weights manifests chart-readme clean fuzz soak
+.PHONY: setup test lint run bench random-weights manifests chart-readme clean fuzz
 
 setup: $(SETUP_STAMP)
 
