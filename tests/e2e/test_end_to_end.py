@@ -21,7 +21,7 @@ import websockets
 from adapter.audio import to_pcm16
 from scripts.random_weights import write_reference_wav
 from tests.support.browser_harness import run_page
-from tests.support.servers import start_adapter, start_predictor
+from tests.support.servers import start_adapter, start_turbo_predictor
 
 pytestmark = pytest.mark.slow
 PAGE = Path(__file__).resolve().parents[1] / "support" / "browser" / "seed_client.html"
@@ -214,12 +214,9 @@ def test_streaming_metrics_on_both_sides(adapter, predictor):
 @pytest.fixture(scope="module")
 def single_slot(weights_dir, voices_dir, tmp_path_factory):
     """A turbo-only predictor and an adapter, each with one slot, for the cancellation tests."""
-    predictor = start_predictor(
+    predictor = start_turbo_predictor(
         weights_dir,
         voices_dir,
-        LOAD_STANDARD="false",
-        LOAD_TURBO="true",
-        LOAD_MULTILINGUAL="false",
         MAX_CONCURRENT_REQUESTS="1",
         MAX_NEW_TOKENS="400",
         STREAM_CHUNK_TOKENS="4,8",

@@ -14,7 +14,7 @@ import requests
 from websockets.sync.client import connect
 
 from tests.support.decoding import assert_duration, decode
-from tests.support.servers import start_adapter, start_predictor
+from tests.support.servers import start_adapter, start_turbo_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,9 @@ def in_flight(predictor) -> float:
 def long_generation(weights_dir, voices_dir, tmp_path_factory):
     """A turbo-only predictor whose cap allows a generation long enough to be caught in flight (the
     shared predictor caps every request at 40 tokens, which can end before the first mp3 frame)."""
-    predictor = start_predictor(
+    predictor = start_turbo_predictor(
         weights_dir,
         voices_dir,
-        LOAD_STANDARD="false",
-        LOAD_TURBO="true",
-        LOAD_MULTILINGUAL="false",
         MAX_NEW_TOKENS="400",
     )
     adapter = start_adapter(predictor.http_url, voices_dir, tmp_path_factory.mktemp("long-logs"))

@@ -13,7 +13,7 @@ import pytest
 import requests
 import websockets
 
-from tests.support.servers import start_adapter, start_fake_predictor, start_predictor
+from tests.support.servers import start_adapter, start_fake_predictor, start_turbo_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -94,12 +94,9 @@ def test_overload_with_the_predictor_double(tmp_path):
 
 
 def test_overload_through_the_real_predictor(weights_dir, voices_dir, tmp_path):
-    predictor = start_predictor(
+    predictor = start_turbo_predictor(
         weights_dir,
         voices_dir,
-        LOAD_STANDARD="false",
-        LOAD_TURBO="true",
-        LOAD_MULTILINGUAL="false",
         MAX_CONCURRENT_REQUESTS=str(SLOTS),
     )
     adapter = start_adapter(predictor.http_url, voices_dir, tmp_path, MAX_CONCURRENT_REQUESTS=str(SLOTS))

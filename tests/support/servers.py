@@ -60,6 +60,13 @@ def start_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> Ma
     return process
 
 
+def start_turbo_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> ManagedProcess:
+    """A predictor with only turbo loaded (the quickest to start), for tests that need their own limits."""
+    return start_predictor(
+        weights_dir, voices_dir, LOAD_STANDARD="false", LOAD_TURBO="true", LOAD_MULTILINGUAL="false", **overrides
+    )
+
+
 def start_fake_predictor(
     voices_dir: Path, log_dir: Path, models: str = "standard,turbo", port: int | None = None
 ) -> ManagedProcess:
