@@ -1,6 +1,6 @@
 """What every transport shares: admission (bounded work in flight), voice choice, running the engine
-off the event loop (on the one torch thread, step by step), cancellation, and metrics. The V2 model
-and the streaming route sit on top."""
+off the event loop (as scheduler tasks on the one torch thread, batched per variant), cancellation,
+and metrics. The V2 model and the streaming route sit on top."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from . import metrics
 from .engine.engine import SAMPLE_RATE, AudioChunk, ChatterboxEngine, RequestError
 from .engine.params import ParameterError
+from .engine.scheduler import END, Scheduler
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
 from .torch_thread import TorchThread
 
@@ -42,9 +43,6 @@ class StreamSummary:
         return self.samples / SAMPLE_RATE
 
 
-_END = object()  # next()'s default: the engine has no more steps
-
-
 class SynthesisService:
     def __init__(self, engine: ChatterboxEngine, max_concurrent_requests: int, torch_thread: TorchThread):
         self.engine = engine
@@ -52,6 +50,8 @@ class SynthesisService:
         self.capacity = max_concurrent_requests
         self._in_flight = 0
         self._lock = threading.Lock()
+        self.scheduler = Scheduler(engine)
+        torch_thread.set_ticker(self.scheduler.tick)
 
     def _admit(self, model: str) -> None:
         with self._lock:
@@ -86,21 +86,28 @@ class SynthesisService:
             raise SynthesisError(f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})", 404)
         self._admit(model)
         cancelled = threading.Event()
-        iterator = None
+        started_task = False
         outcome = "error"
         try:
             request = await self.torch_thread.run(self._prepare, model, text, dict(raw_params), audio_prompt)
             summary.seed = request.seed
-            iterator = self.engine.steps(request, cancelled=cancelled.is_set, stream=incremental)
+            loop = asyncio.get_running_loop()
+            items: asyncio.Queue = asyncio.Queue()
+
+            def deliver(item) -> None:  # called on the torch thread
+                loop.call_soon_threadsafe(items.put_nowait, item)
+
+            await self.torch_thread.run(
+                self.scheduler.start, request, incremental, cancelled.is_set, deliver, lambda: self._release(model)
+            )
+            started_task = True
             last = None
             while True:
-                # Shielded: a cancelled request must not abandon the step running on the torch
-                # thread; _finish closes the engine once that step returns.
-                chunk = await asyncio.shield(self.torch_thread.run(next, iterator, _END))
-                if chunk is _END:
+                item = await items.get()
+                if item is END:
                     break
-                if chunk is None:  # a pause between steps: others had their turn
-                    continue
+                if isinstance(item, BaseException):
+                    raise item
                 now = time.perf_counter()
                 if last is None:
                     metrics.TIME_TO_FIRST_AUDIO.labels(model=model).observe(now - started)
@@ -108,9 +115,9 @@ class SynthesisService:
                     metrics.INTER_CHUNK_GAP.labels(model=model).observe(now - last)
                 last = now
                 summary.chunks += 1
-                summary.samples += len(chunk.samples)
-                summary.speech_tokens += chunk.speech_tokens
-                yield chunk
+                summary.samples += len(item.samples)
+                summary.speech_tokens += item.speech_tokens
+                yield item
             outcome = "ok"
             elapsed = time.perf_counter() - started
             metrics.AUDIO_SECONDS.labels(model=model).inc(summary.duration_seconds)
@@ -124,25 +131,12 @@ class SynthesisService:
             outcome = "cancelled"
             raise
         finally:
+            # The scheduler stops a cancelled task at its next switch point and frees the slot then
+            # (on_exit); a request that never became a task frees it here.
             cancelled.set()
             metrics.REQUESTS.labels(model=model, outcome=outcome).inc()
-            self._finish(model, iterator, interrupted=outcome == "cancelled")
-
-    def _finish(self, model: str, iterator, interrupted: bool) -> None:
-        """Stop the engine and free the slot. An interrupted request may still have a step running:
-        the torch thread runs work in order, so its close goes there, after that step."""
-
-        def close():
-            try:
-                if iterator is not None:
-                    iterator.close()
-            finally:
+            if not started_task:
                 self._release(model)
-
-        if interrupted and iterator is not None:
-            self.torch_thread.submit(close)
-        else:
-            close()
 
     def _prepare(self, model: str, text: Any, raw_params: dict, audio_prompt: bytes | None):
         try:

@@ -15,7 +15,6 @@ with the same flow-matching decoder and HiFT vocoder:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,7 +56,6 @@ class ChunkedVocoder:
         self,
         s3gen,
         conds_gen: dict,
-        lock: threading.Lock,
         noise_seed: int,
         *,
         meanflow: bool,
@@ -65,7 +63,6 @@ class ChunkedVocoder:
     ):
         self.s3gen = s3gen
         self.ref = conds_gen
-        self.lock = lock
         self.meanflow = meanflow
         self.silence_token = silence_token  # turbo appends three silence tokens at the end, as upstream
         self.timesteps = 2 if meanflow else 10
@@ -104,8 +101,8 @@ class ChunkedVocoder:
         if self.mel_tail is not None:
             mel = torch.cat([self.mel_tail, mel], dim=2)
         cache = self.source_tail if self.source_tail is not None else torch.zeros(1, 1, 0, device=mel.device)
-        # HiFT's excitation draws from the global RNG (the caller holds the model lock): seed it per
-        # call so that the same request streams the same audio every time.
+        # HiFT's excitation draws from the global RNG: seed it per call so that the same request
+        # streams the same audio every time.
         torch.manual_seed((self.noise_seed * 7919 + self.vocoder_calls) % 2**63)
         self.vocoder_calls += 1
         speech, source = self.s3gen.mel2wav.inference(speech_feat=mel, cache_source=cache)
@@ -130,7 +127,7 @@ class ChunkedVocoder:
         usable = len(self.tokens) - self.lookahead
         if 2 * usable - self.mel_frames_done <= OVERLAP_FRAMES:
             return None
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             mel = self._mel(self.tokens, finalize=False)
             new = mel[:, :, self.mel_frames_done :]
             self.mel_frames_done = mel.shape[2]
@@ -140,7 +137,7 @@ class ChunkedVocoder:
         tokens = list(self.tokens)
         if self.silence_token is not None:
             tokens += [self.silence_token] * 3
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             if not tokens:
                 return self.speech_tail if self.speech_tail is not None else np.zeros(0, dtype=np.float32)
             mel = self._mel(tokens, finalize=True)
@@ -155,7 +152,7 @@ class ChunkedVocoder:
         """The same tokens in one pass with the same noise: the non-streamed rendering streaming approximates."""
         if self.silence_token is not None:
             tokens = list(tokens) + [self.silence_token] * 3
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             mel = self._mel(tokens, finalize=True)
             speech, _ = self.s3gen.mel2wav.inference(
                 speech_feat=mel, cache_source=torch.zeros(1, 1, 0, device=mel.device)
@@ -169,10 +166,9 @@ class StreamWatermarker:
     the last few milliseconds wait for the next window so that the seam between two watermarked
     renderings of the same samples can be cross-faded."""
 
-    def __init__(self, watermarker, sample_rate: int, lock: threading.Lock):
+    def __init__(self, watermarker, sample_rate: int):
         self.watermarker = watermarker
         self.sample_rate = sample_rate
-        self.lock = lock
         self.raw = np.zeros(0, dtype=np.float32)  # raw samples from `raw_offset` on
         self.raw_offset = 0
         self.emitted = 0  # samples of the stream emitted so far
@@ -184,10 +180,7 @@ class StreamWatermarker:
         window = self.raw[window_start - self.raw_offset :]
         if len(window) == 0:
             return np.zeros(0, dtype=np.float32)
-        with self.lock:
-            marked = np.asarray(
-                self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32
-            )
+        marked = np.asarray(self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32)
         fresh = marked[self.emitted - window_start :].copy()
         if self.pending is not None:
             overlap = min(len(self.pending), len(fresh))
@@ -203,25 +196,21 @@ class StreamWatermarker:
 
 
 def stream_piece(
-    token_stream: Iterator[int | None],
+    token_stream: Iterator[int],
     vocoder: ChunkedVocoder,
     watermark: StreamWatermarker,
     schedule: tuple[int, ...],
     speech_vocab_size: int,
     cancelled,
-) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+) -> Iterator[tuple[np.ndarray, int, bool]]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
-    `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones.
-    A None in the token stream (a pause between engine steps) is passed on."""
+    `schedule` (in speech tokens, the last size repeating): a small first chunk, larger later ones."""
     pending: list[int] = []
     tokens_behind = 0
     chunk_index = 0
     for token in token_stream:
         if cancelled():
             return
-        if token is None:
-            yield None
-            continue
         if token >= speech_vocab_size:
             continue
         pending.append(token)
