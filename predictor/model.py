@@ -123,8 +123,8 @@ class ChatterboxModel(Model):
     async def predict(
         self,
         payload: dict | InferRequest,
-        headers: dict[str, str] = None,
-        response_headers: dict[str, str] = None,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
     ) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput("expected a V2 inference request with a 'text' BYTES input")

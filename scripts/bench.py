@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if "main" in args.tables:
                     log(f"{variant}: loading upstream {VARIANTS[variant].class_name}.from_local ...")
-                    load_s, model = timed(device, lambda: load_upstream(variant, weights, device))
+                    load_s, model = timed(device, lambda variant=variant: load_upstream(variant, weights, device))
                     log(f"{variant}: upstream loaded in {load_s:.1f} s")
                     try:
                         results["main"].append(main_table(ctx, variant, model, load_s))

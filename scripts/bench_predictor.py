@@ -6,9 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from .processes import free_port, stop_process
+from .processes import ManagedProcess, free_port, predictor_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 24000
@@ -47,55 +44,24 @@ class PredictorProcess:
         )
         if threads:
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-predictor-", suffix=".log", delete=False)
-        self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "predictor",
-                "--model_dir",
-                str(weights),
-                "--http_port",
-                str(self.http_port),
-                "--grpc_port",
-                str(self.grpc_port),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.process = ManagedProcess(
+            predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
         )
-        self.launched = time.monotonic()
+        self.popen = self.process.popen
         self.session = requests.Session()
-
-    def output_tail(self, chars: int = 4000) -> str:
-        with open(self.log.name, errors="replace") as handle:
-            return handle.read()[-chars:]
 
     def wait_ready(self, timeout: float = 900.0) -> float:
         """Block until /v2/health/ready answers 200; returns the seconds since launch."""
-        started = self.launched
-        while time.monotonic() - started < timeout:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"predictor exited with {self.popen.returncode}:\n{self.output_tail()}")
-            try:
-                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"predictor not ready after {timeout:.0f} s:\n{self.output_tail()}")
+        return self.process.wait_http(f"{self.url}/v2/health/ready", timeout)
 
     def info(self) -> dict:
         return self.session.get(f"{self.url}/v2/chatterbox/info", timeout=10).json()
 
     def stop(self) -> None:
         self.session.close()
-        stop_process(self.popen)
-        try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
+        self.process.stop()
+        if self.process.log_path is not None:
+            self.process.log_path.unlink(missing_ok=True)
 
     # ---- timed calls -------------------------------------------------------------------------
     def _post(self, path: str, body: dict, stream: bool) -> tuple[requests.Response, float]:

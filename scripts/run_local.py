@@ -6,40 +6,23 @@ Configuration comes from the environment (see the README's table); the ports fro
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"error: the predictor exited with status {process.returncode} (see its output above)")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"error: the predictor was not ready at {url} after {timeout:.0f} s")
+from scripts.processes import ROOT, ManagedProcess, adapter_command, predictor_command
 
 
 def main() -> int:
     http_port = os.environ.get("PREDICTOR_HTTP_PORT", "8080")
     grpc_port = os.environ.get("PREDICTOR_GRPC_PORT", "8082")
-    adapter_port = os.environ.get("ADAPTER_PORT", os.environ.get("PORT", "8081"))
+    # The seed's PORT and HOST are the adapter's (the API users call); the predictor's ports are internal.
+    adapter_port = os.environ.get("PORT", "8081")
     voices_dir = Path(os.environ.setdefault("VOICES_DIR", str(ROOT / "voices")))
     voices_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    predictor = subprocess.Popen(
-        [sys.executable, "-m", "predictor", "--http_port", http_port, "--grpc_port", grpc_port], cwd=ROOT, env=env
+    predictor = ManagedProcess(
+        predictor_command(int(http_port), int(grpc_port)), env=env, name="predictor", inherit_output=True
     )
     processes = [predictor]
     try:
@@ -47,9 +30,12 @@ def main() -> int:
             f"Loading models (MODEL_DIR={env.get('MODEL_DIR', 'unset: downloading from the Hugging Face hub')}) ...",
             flush=True,
         )
-        wait_ready(f"http://127.0.0.1:{http_port}/v2/health/ready", predictor, timeout=3600)
+        try:
+            predictor.wait_http(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=3600)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"error: the predictor did not become ready ({str(exc).splitlines()[0]})") from None
         adapter_env = {**env, "PORT": adapter_port, "PREDICTOR_URL": f"http://127.0.0.1:{http_port}"}
-        processes.append(subprocess.Popen([sys.executable, "-m", "adapter"], cwd=ROOT, env=adapter_env))
+        processes.append(ManagedProcess(adapter_command(), env=adapter_env, name="adapter", inherit_output=True))
         print(
             "\nChatterbox TTS is up:\n"
             f"  HTTP/WebSocket API  http://localhost:{adapter_port}   (e.g. POST /api/tts, ws://localhost:{adapter_port}/ws/tts)\n"
@@ -59,20 +45,14 @@ def main() -> int:
             "Press Ctrl-C to stop both.\n",
             flush=True,
         )
-        while all(p.poll() is None for p in processes):
+        while all(p.alive() for p in processes):
             time.sleep(0.5)
-        return next(p.returncode for p in processes if p.poll() is not None) or 1
+        return next(p.popen.returncode for p in processes if not p.alive()) or 1
     except KeyboardInterrupt:
         return 0
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.stop()
 
 
 if __name__ == "__main__":

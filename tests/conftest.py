@@ -1,17 +1,18 @@
-"""Shared fixtures: random-weight checkpoints (built once per run), reference voices, and a running
-predictor process with all three variants, started once per session and shared by the test modules."""
+"""All shared fixtures: random-weight checkpoints (built once per run), reference voices, a running
+predictor with all three variants (started once per session), and the adapter's processes (an adapter in
+front of the predictor's sine-wave test double by default; a module overrides `predictor_url` and
+`adapter_voices_dir` to put the real predictor behind it)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from .processes import ManagedProcess, free_port
+from scripts.processes import ROOT, ManagedProcess
+from tests.support.servers import FakePredictor, start_adapter, start_fake_predictor, start_predictor
 
-REPO = Path(__file__).resolve().parents[1]
 # Tests never reach the hub: fail fast on optional downloads (the multilingual Chinese table).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -20,7 +21,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 def weights_dir() -> Path:
     from predictor.random_weights import write_checkpoints
 
-    folder = Path(os.environ.get("CHATTERBOX_TEST_WEIGHTS", REPO / "build" / "random-weights"))
+    folder = Path(os.environ.get("CHATTERBOX_TEST_WEIGHTS", ROOT / "build" / "random-weights"))
     if not (folder / ".complete").exists():
         write_checkpoints(folder)
     return folder
@@ -37,42 +38,53 @@ def voices_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def predictor_env(weights_dir: Path, voices_dir: Path, **overrides: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MODEL_DIR": str(weights_dir),
-            "VOICES_DIR": str(voices_dir),
-            "HF_HUB_OFFLINE": "1",
-            "LOAD_STANDARD": "true",
-            "LOAD_TURBO": "true",
-            "LOAD_MULTILINGUAL": "true",
-            "MAX_CONCURRENT_REQUESTS": "2",
-            "MAX_TEXT_LENGTH": "5000",
-            "MAX_NEW_TOKENS": "40",  # server-wide cap: clients that never send max_new_tokens (the seed examples) stay quick
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(overrides)
-    return env
-
-
-def start_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> ManagedProcess:
-    http_port, grpc_port = free_port(), free_port()
-    process = ManagedProcess(
-        [sys.executable, "-m", "predictor", "--http_port", str(http_port), "--grpc_port", str(grpc_port)],
-        env=predictor_env(weights_dir, voices_dir, **overrides),
-        cwd=REPO,
-        name="predictor",
-    )
-    process.http_url = f"http://127.0.0.1:{http_port}"
-    process.grpc_url = f"127.0.0.1:{grpc_port}"
-    process.wait_http(f"{process.http_url}/v2/health/ready", timeout=600)
-    return process
-
-
 @pytest.fixture(scope="session")
 def predictor(weights_dir, voices_dir):
     process = start_predictor(weights_dir, voices_dir)
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter_log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("adapter-logs")
+
+
+@pytest.fixture(scope="session")
+def adapter_voices_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("adapter-voices")
+
+
+@pytest.fixture(scope="session")
+def fake_predictor(adapter_voices_dir, adapter_log_dir):
+    server = start_fake_predictor(adapter_voices_dir, adapter_log_dir)
+    yield FakePredictor(server)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def predictor_url(fake_predictor) -> str:
+    return fake_predictor.url
+
+
+@pytest.fixture(scope="session")
+def adapter(predictor_url, adapter_voices_dir, adapter_log_dir):
+    """One shared adapter with default settings (tests must not change its default voice)."""
+    server = start_adapter(predictor_url, adapter_voices_dir, adapter_log_dir)
+    yield server
+    server.stop(timeout=10)
+
+
+@pytest.fixture
+def adapter_factory(predictor_url, adapter_log_dir):
+    """Start extra adapters with their own settings: adapter_factory(voices_dir, **ENV)."""
+    started: list[ManagedProcess] = []
+
+    def factory(voices_dir: Path, **env: str) -> ManagedProcess:
+        server = start_adapter(predictor_url, voices_dir, adapter_log_dir, **env)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop(timeout=10)

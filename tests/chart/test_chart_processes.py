@@ -39,12 +39,12 @@ import pytest
 import requests
 import soundfile as sf
 
-from tests import chart_render as cr
-from tests.processes import ManagedProcess, free_port
+from scripts.processes import ManagedProcess, free_port
+from tests.support import chart_render as cr
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("standard", "turbo", "multilingual")
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 PREDICTOR_START_TIMEOUT_S = 900.0  # random weights load in 20-60 s; a busy 2-core machine needs slack
@@ -535,7 +535,7 @@ def test_adapter_stays_alive_but_unready_while_the_predictor_loads(cluster):
 
 def test_every_declared_port_is_served(cluster):
     for pod in cluster.pods.values():
-        for number, local in pod.ports.items():
+        for _number, local in pod.ports.items():
             with socket.create_connection(("127.0.0.1", local), timeout=10):
                 pass
     # The predictor's second port is gRPC (Open Inference Protocol).

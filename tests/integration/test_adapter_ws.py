@@ -13,18 +13,8 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.adapter_fixtures import (  # noqa: F401  (fixtures are used by name)
-    adapter,
-    adapter_factory,
-    adapter_log_dir,
-    adapter_voices_dir,
-    fake_predictor,
-    free_port,
-    make_audio,
-    predictor_url,
-    start_adapter,
-    wait_until,
-)
+from scripts.processes import free_port
+from tests.support.servers import make_audio, start_adapter, wait_until
 
 pytestmark = pytest.mark.slow
 

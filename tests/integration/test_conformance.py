@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from predictor.random_weights import write_reference_wav
 from scripts.upstream import load_upstream, upstream_generate
-
-from .v2_helpers import http_infer
+from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
 CAP = 5
@@ -62,28 +63,42 @@ def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, 
     np.testing.assert_array_equal(ours, expected)
 
 
-def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predictor):
+def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predictor, voices_dir):
+    # Voices no other test has used (so each request prepares its own conditionals while the other one
+    # runs), and enough tokens for several engine steps: the two requests really overlap in time.
+    write_reference_wav(voices_dir / "overlap-alice.wav", seconds=4.0, seed=101)
+    write_reference_wav(voices_dir / "overlap-bob.wav", seconds=4.5, seed=102)
     requests_ = {
-        "alice": ("The first voice speaks.", {"voice": "alice.wav", "seed": 1, "max_new_tokens": 8}),
-        "bob": ("A second voice answers.", {"voice": "bob.wav", "seed": 2, "max_new_tokens": 8, "exaggeration": 1.2}),
-    }
-    alone = {
-        name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
-        for name, (text, params) in requests_.items()
+        "alice": ("The first voice speaks.", {"voice": "overlap-alice.wav", "seed": 1, "max_new_tokens": 40}),
+        "bob": (
+            "A second voice answers.",
+            {"voice": "overlap-bob.wav", "seed": 2, "max_new_tokens": 40, "exaggeration": 1.2},
+        ),
     }
     together: dict[str, np.ndarray] = {}
+    spans: dict[str, tuple[float, float]] = {}
     barrier = threading.Barrier(len(requests_))
 
     def run(name: str) -> None:
         text, params = requests_[name]
         barrier.wait()
+        started = time.monotonic()
         together[name] = http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+        spans[name] = (started, time.monotonic())
 
     threads = [threading.Thread(target=run, args=(name,)) for name in requests_]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    (a_start, a_end), (b_start, b_end) = spans["alice"], spans["bob"]
+    overlap = min(a_end, b_end) - max(a_start, b_start)
+    # Each ran for a while with the other in flight: at least a third of the shorter one.
+    assert overlap > 0.33 * min(a_end - a_start, b_end - b_start), spans
+    alone = {
+        name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+        for name, (text, params) in requests_.items()
+    }
     for name in requests_:
         np.testing.assert_array_equal(together[name], alone[name])
     assert not np.array_equal(alone["alice"][:1000], alone["bob"][:1000])

@@ -22,7 +22,7 @@ from adapter.predictor_client import PredictorClient, PredictorError
 from adapter.schemas import RANGES, SayMessage, TTSRequest
 from adapter.settings import Settings, SettingsError
 from adapter.voice_library import DEFAULT_FILE, VoiceLibrary
-from tests.adapter_fixtures import make_audio
+from tests.support.servers import make_audio
 
 # --- settings ---------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KSERVE_CRDS = ROOT.parent / "shared" / "kserve-crds"
 KUBERNETES_VERSION = "1.30"
 

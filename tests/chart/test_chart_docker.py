@@ -20,10 +20,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-try:
-    import chart_render as cr
-except ModuleNotFoundError:  # pragma: no cover
-    from tests import chart_render as cr
+from tests.support import chart_render as cr
 
 ROOT = cr.ROOT
 DOCKER = ROOT / "docker"

