@@ -36,6 +36,7 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
 @dataclass(frozen=True)
 class PredictorSettings:
     device: str = "auto"
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16, per component: predictor/engine/precision.py
     load_standard: bool = True
     load_turbo: bool = False
     load_multilingual: bool = False
@@ -59,6 +60,9 @@ class PredictorSettings:
         device = os.environ.get("DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda", "mps"):
             raise SystemExit(f"error: DEVICE={device!r} must be one of auto, cpu, cuda, mps")
+        dtype = os.environ.get("DTYPE", "auto").strip().lower() or "auto"
+        if dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SystemExit(f"error: DTYPE={dtype!r} must be one of auto, float32, bfloat16, float16")
         schedule_raw = os.environ.get("STREAM_CHUNK_TOKENS", "6,25,50")
         try:
             schedule = tuple(int(x) for x in schedule_raw.split(",") if x.strip())
@@ -70,6 +74,7 @@ class PredictorSettings:
             ) from None
         settings = cls(
             device=device,
+            dtype=dtype,
             load_standard=_env_bool("LOAD_STANDARD", True),
             load_turbo=_env_bool("LOAD_TURBO", False),
             load_multilingual=_env_bool("LOAD_MULTILINGUAL", False),

@@ -5,6 +5,7 @@ and metrics. The V2 model and the streaming route sit on top."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -20,6 +21,9 @@ from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_fr
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
+
+
+MAX_UNREAD_CHUNKS = 4  # chunks a request may make ahead of its client before its vocoder waits
 
 
 class SynthesisError(Exception):
@@ -86,6 +90,16 @@ class SynthesisService:
             raise SynthesisError(f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})", 404)
         self._admit(model)
         cancelled = threading.Event()
+        # The slot frees once both the stream is over here and the task is gone from the torch thread.
+        holders = [2]
+
+        def let_go() -> None:
+            with self._lock:
+                holders[0] -= 1
+                last = holders[0] == 0
+            if last:
+                self._release(model)
+
         started_task = False
         outcome = "error"
         try:
@@ -93,17 +107,28 @@ class SynthesisService:
             summary.seed = request.seed
             loop = asyncio.get_running_loop()
             items: asyncio.Queue = asyncio.Queue()
+            # Chunks sent (written by the torch thread only) and read (by the event loop only).
+            sent, read = [0], [0]
 
             def deliver(item) -> None:  # called on the torch thread
-                loop.call_soon_threadsafe(items.put_nowait, item)
+                sent[0] += 1
+                with contextlib.suppress(RuntimeError):  # the event loop is gone: so is the client
+                    loop.call_soon_threadsafe(items.put_nowait, item)
 
             await self.torch_thread.run(
-                self.scheduler.start, request, incremental, cancelled.is_set, deliver, lambda: self._release(model)
+                self.scheduler.start,
+                request,
+                incremental,
+                cancelled.is_set,
+                deliver,
+                let_go,
+                lambda: sent[0] - read[0] < MAX_UNREAD_CHUNKS,
             )
             started_task = True
             last = None
             while True:
                 item = await items.get()
+                read[0] += 1
                 if item is END:
                     break
                 if isinstance(item, BaseException):
@@ -131,12 +156,13 @@ class SynthesisService:
             outcome = "cancelled"
             raise
         finally:
-            # The scheduler stops a cancelled task at its next switch point and frees the slot then
-            # (on_exit); a request that never became a task frees it here.
+            # The scheduler stops a cancelled task at its next switch point; the slot frees when
+            # it is gone (a request that never became a task has nothing to wait for).
             cancelled.set()
             metrics.REQUESTS.labels(model=model, outcome=outcome).inc()
             if not started_task:
-                self._release(model)
+                let_go()
+            let_go()
 
     def _prepare(self, model: str, text: Any, raw_params: dict, audio_prompt: bytes | None):
         try:

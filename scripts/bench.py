@@ -60,6 +60,7 @@ import torch
 from predictor.engine.variants import VARIANT_NAMES, VARIANTS
 from predictor.random_weights import write_reference_wav
 
+from . import bench_concurrency
 from .bench_cpu import CpuMonitor
 from .bench_predictor import SAMPLE_RATE, PredictorProcess
 from .upstream import load_upstream, upstream_generate
@@ -72,7 +73,7 @@ DEFAULT_STREAM_TEXT = (
     "This longer sentence keeps the model talking for a good while, so that streamed audio "
     "can start playing long before the whole utterance has been generated and vocoded"
 )
-TABLES = ("main", "streaming")
+TABLES = ("main", "streaming", "concurrency")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
 
@@ -114,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--stream-text", default=DEFAULT_STREAM_TEXT, help="text for the streaming table")
     parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
+    bench_concurrency.add_arguments(parser)  # the concurrency table (scripts/bench_concurrency.py)
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -533,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         # One variant at a time, on both sides: a predictor with only that variant (it starts while
         # upstream loads) and one upstream model, both freed before the next variant, so that peak
         # memory is two copies of one variant.
-        for variant in args.variants:
+        for variant in args.variants if {"main", "streaming"} & set(args.tables) else []:
             log(f"{variant}: starting the predictor (LOAD_{variant.upper()} only, on {device}) ...")
             ctx.predictor = PredictorProcess(weights, Path(voices), [variant], device, args.threads)
             try:
@@ -565,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         out += [render_main(results["main"]), ""]
     if results["streaming"]:
         out += [render_streaming(results["streaming"], args.stream_tokens), ""]
+    if "concurrency" in args.tables:
+        with contextlib.redirect_stdout(sys.stderr):
+            out += [bench_concurrency.run(args, weights, device), ""]
     print("\n".join(out), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,15 @@ BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous
 class PredictorProcess:
     """`python -m predictor` with only the given variants, one voice in a temporary VOICES_DIR."""
 
-    def __init__(self, weights: Path, voices_dir: Path, variants: list[str], device: str, threads: int | None):
+    def __init__(
+        self,
+        weights: Path,
+        voices_dir: Path,
+        variants: list[str],
+        device: str,
+        threads: int | None,
+        env_overrides: dict[str, str] | None = None,
+    ):
         self.http_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = dict(os.environ)
@@ -44,6 +52,7 @@ class PredictorProcess:
         )
         if threads:
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        env.update(env_overrides or {})
         self.process = ManagedProcess(
             predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
         )

@@ -82,7 +82,7 @@ class ChatterboxEngine:
     def __init__(self, settings, on_voice_cache: Callable[[str, bool], None] | None = None):
         self.settings = settings
         self.device = pick_device(settings.device)
-        self.precision = resolve_precision(getattr(settings, "dtype", "auto"), self.device)
+        self.precision = resolve_precision(settings.dtype, self.device)
         self.variants: dict[str, LoadedVariant] = {}
         self.voice_cache = ConditionalsCache(settings.voice_cache_size, on_lookup=on_voice_cache)
 
@@ -316,9 +316,7 @@ class ChatterboxEngine:
             # conditional + unconditional rows
             text_tokens = torch.cat([text_tokens, text_tokens], dim=0).to(self.device)
             hp = model.t3.hp
-            text_tokens = F.pad(
-                F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token
-            )
+            text_tokens = F.pad(F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
             decoder = CfgDecoder(
                 model.t3,
                 loaded.backend,

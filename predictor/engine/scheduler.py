@@ -24,6 +24,7 @@ from typing import Any
 
 import greenlet
 
+from . import tasks
 from .tasks import Task
 
 END = object()  # delivered after a task's last chunk
@@ -43,9 +44,12 @@ class Scheduler:
         cancelled: Callable[[], bool],
         deliver: Callable[[Any], None],
         on_exit: Callable[[], None],
+        may_continue: Callable[[], bool] = lambda: True,
     ) -> None:
         """Run `request` as a task. `deliver` gets each AudioChunk, then END or the exception that
-        ended it (nothing when it was cancelled); `on_exit` is called before that, once it is gone."""
+        ended it (nothing when it was cancelled); `on_exit` is called before that, once it is gone.
+        After each chunk the task waits until `may_continue()` (a client that reads slowly holds
+        back its own vocoder work; its T3 rows keep decoding in the batch)."""
 
         def run() -> None:
             outcome: Any = END
@@ -55,6 +59,7 @@ class Scheduler:
             try:
                 for chunk in self.engine.chunks(request, cancelled=cancelled, stream=stream):
                     deliver(chunk)
+                    tasks.wait_until(lambda: may_continue() or cancelled())
             except greenlet.GreenletExit:
                 outcome = None
             except Exception as exc:  # the request failed: its client gets the error, others go on
