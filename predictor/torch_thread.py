@@ -15,6 +15,7 @@ Requests run as greenlets on this same thread, so there is still one OpenMP pool
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import TypeVar
 import torch
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class TorchThread:
@@ -69,5 +71,8 @@ class TorchThread:
             if self._tick is not None:
                 # Inference mode around the whole tick: tasks switch in the middle of their own
                 # inference-mode blocks, and must all find the same mode.
-                with torch.inference_mode():
-                    busy = self._tick()
+                try:
+                    with torch.inference_mode():
+                        busy = self._tick()
+                except Exception:  # a scheduler bug must not stop the thread every request depends on
+                    logger.exception("scheduler tick failed")
