@@ -11,9 +11,13 @@ from pydantic_settings import NoDecode
 from contract.settings import SharedSettings
 from contract.variants import VARIANT_NAMES
 
+from .engine.precision import DtypeSetting
+
 
 class PredictorSettings(SharedSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Per component, measured: predictor/engine/precision.py says where each dtype pays.
+    dtype: DtypeSetting = "auto"
     load_standard: bool = True
     load_turbo: bool = False
     load_multilingual: bool = False
@@ -23,7 +27,7 @@ class PredictorSettings(SharedSettings):
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (6, 25, 50)
 
-    @field_validator("device", mode="before")
+    @field_validator("device", "dtype", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -1,10 +1,11 @@
 """What every transport shares: admission (bounded work in flight), voice choice, running the engine
-off the event loop (on the one torch thread, step by step), cancellation, and metrics. The V2 model
-and the streaming route sit on top."""
+off the event loop (as scheduler tasks on the one torch thread, batched per variant), cancellation,
+and metrics. The V2 model and the streaming route sit on top."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -18,11 +19,15 @@ from contract.variants import SAMPLE_RATE
 
 from . import metrics
 from .engine.engine import AudioChunk, ChatterboxEngine
+from .engine.scheduler import END, Scheduler
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
 from .shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)
+
+
+MAX_UNREAD_CHUNKS = 4  # chunks a request may make ahead of its client before its vocoder waits
 
 
 @dataclass
@@ -35,9 +40,6 @@ class StreamSummary:
     @property
     def duration_seconds(self) -> float:
         return self.samples / SAMPLE_RATE
-
-
-_END = object()  # next()'s default: the engine has no more steps
 
 
 class SynthesisService:
@@ -54,6 +56,8 @@ class SynthesisService:
         self._in_flight = 0
         self._lock = threading.Lock()
         self.drain = Drain(drain_timeout_s, in_flight=lambda: self._in_flight)
+        self.scheduler = Scheduler(engine)
+        torch_thread.set_ticker(self.scheduler.tick)
 
     def _admit(self, model: str) -> None:
         with self._lock:
@@ -91,24 +95,52 @@ class SynthesisService:
             raise ServiceError(404, f"model '{model}' is not loaded (loaded: {', '.join(self.engine.variants)})")
         self._admit(model)
         cancelled = threading.Event()
-        iterator = None
+        # The slot frees once both the stream is over here and the task is gone from the torch thread.
+        holders = [2]
+
+        def let_go() -> None:
+            with self._lock:
+                holders[0] -= 1
+                last = holders[0] == 0
+            if last:
+                self._release(model)
+
+        started_task = False
         outcome = "error"
         try:
             request = await self.torch_thread.run(self._prepare, model, text, dict(raw_params), audio_prompt)
             summary.seed = request.seed
-            iterator = self.engine.steps(request, cancelled=cancelled.is_set, stream=incremental)
+            loop = asyncio.get_running_loop()
+            items: asyncio.Queue = asyncio.Queue()
+            # Chunks sent (written by the torch thread only) and read (by the event loop only).
+            sent, read = [0], [0]
+
+            def deliver(item) -> None:  # called on the torch thread
+                sent[0] += 1
+                with contextlib.suppress(RuntimeError):  # the event loop is gone: so is the client
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+
+            await self.torch_thread.run(
+                self.scheduler.start,
+                request,
+                incremental,
+                cancelled.is_set,
+                deliver,
+                let_go,
+                lambda: sent[0] - read[0] < MAX_UNREAD_CHUNKS,
+            )
+            started_task = True
             last = None
             while True:
-                # Shielded: a cancelled request must not abandon the step running on the torch
-                # thread; _finish closes the engine once that step returns.
-                chunk = await asyncio.shield(self.torch_thread.run(next, iterator, _END))
-                if chunk is _END:
+                item = await items.get()
+                read[0] += 1
+                if item is END:
                     break
+                if isinstance(item, BaseException):
+                    raise item
                 if self.drain.expired:
                     outcome = "shutdown"
                     raise ServiceError(503, CUT_AT_BOUND)
-                if chunk is None:  # a pause between steps: others had their turn
-                    continue
                 now = time.perf_counter()
                 if last is None:
                     metrics.TIME_TO_FIRST_AUDIO.labels(model=model).observe(now - started)
@@ -116,9 +148,9 @@ class SynthesisService:
                     metrics.INTER_CHUNK_GAP.labels(model=model).observe(now - last)
                 last = now
                 summary.chunks += 1
-                summary.samples += len(chunk.samples)
-                summary.speech_tokens += chunk.speech_tokens
-                yield chunk
+                summary.samples += len(item.samples)
+                summary.speech_tokens += item.speech_tokens
+                yield item
             outcome = "ok"
             elapsed = time.perf_counter() - started
             metrics.AUDIO_SECONDS.labels(model=model).inc(summary.duration_seconds)
@@ -132,25 +164,13 @@ class SynthesisService:
             outcome = "cancelled"
             raise
         finally:
+            # The scheduler stops a cancelled task at its next switch point; the slot frees when
+            # it is gone (a request that never became a task has nothing to wait for).
             cancelled.set()
             metrics.REQUESTS.labels(model=model, outcome=outcome).inc()
-            self._finish(model, iterator, interrupted=outcome == "cancelled")
-
-    def _finish(self, model: str, iterator, interrupted: bool) -> None:
-        """Stop the engine and free the slot. An interrupted request may still have a step running:
-        the torch thread runs work in order, so its close goes there, after that step."""
-
-        def close():
-            try:
-                if iterator is not None:
-                    iterator.close()
-            finally:
-                self._release(model)
-
-        if interrupted and iterator is not None:
-            self.torch_thread.submit(close)
-        else:
-            close()
+            if not started_task:
+                let_go()
+            let_go()
 
     def _prepare(self, model: str, text: Any, raw_params: dict, audio_prompt: bytes | None):
         try:

@@ -7,32 +7,72 @@ region, and every one of the thousands of small regions of a token-by-token deco
 wake-up. Measured on 2 cores with turbo: 10% slower when loading ran on the main thread and requests
 on asyncio's worker threads, and the same as upstream's single-threaded generate() with one thread.
 
-Requests still take turns: each submits one bounded step at a time (see ChatterboxEngine.steps),
-and the queue is first come, first served.
+The thread runs queued jobs (first come, first served) and, while requests are active, the
+scheduler's ticks (engine/scheduler.py): one job, then one tick, so that neither starves the other.
+Requests run as greenlets on this same thread, so there is still one OpenMP pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class TorchThread:
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._tick: Callable[[], bool] | None = None
+        self._thread = threading.Thread(target=self._loop, name="torch", daemon=True)
+        self._thread.start()
+
+    def set_ticker(self, tick: Callable[[], bool]) -> None:
+        """`tick()` runs between jobs for as long as it returns True (it has work left); a job that
+        gives it work must return only once the work is registered, so the loop sees it."""
+        self._tick = tick
 
     def call(self, fn: Callable[..., T], *args) -> T:
         """Run `fn` on the torch thread and wait for it (start-up, before the event loop)."""
-        return self._executor.submit(fn, *args).result()
+        return self.submit(fn, *args).result()
 
     def submit(self, fn: Callable[..., T], *args) -> Future:
         """Queue `fn` behind everything already queued; nothing waits for it."""
-        return self._executor.submit(fn, *args)
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
 
     def run(self, fn: Callable[..., T], *args) -> asyncio.Future:
         """Run `fn` on the torch thread; await the result from the event loop."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return asyncio.wrap_future(self.submit(fn, *args))
+
+    def _loop(self) -> None:
+        busy = False
+        while True:
+            try:
+                job = self._jobs.get(block=not busy)
+            except queue.Empty:
+                job = None
+            if job is not None:
+                future, fn, args = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            if self._tick is not None:
+                # Inference mode around the whole tick: tasks switch in the middle of their own
+                # inference-mode blocks, and must all find the same mode.
+                try:
+                    with torch.inference_mode():
+                        busy = self._tick()
+                except Exception:  # a scheduler bug must not stop the thread every request depends on
+                    logger.exception("scheduler tick failed")

@@ -66,6 +66,7 @@ from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 from predictor.engine.variants import VARIANT_SPECS
 from scripts.random_weights import write_reference_wav
 
+from . import bench_concurrency
 from .bench_adapter import AdapterProcess
 from .bench_cpu import CpuMonitor
 from .bench_predictor import PredictorProcess
@@ -80,7 +81,7 @@ DEFAULT_STREAM_TEXT = (
     "can start playing long before the whole utterance has been generated and vocoded"
 )
 DEFAULT_STREAM_SEED = 3  # the seed; the log says when a run stops before the cap (then pick another)
-TABLES = ("main", "streaming")
+TABLES = ("main", "streaming", "concurrency")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
 
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"seed for the streaming table, one whose run reaches the cap (default {DEFAULT_STREAM_SEED})",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
+    bench_concurrency.add_arguments(parser)  # the concurrency table (scripts/bench_concurrency.py)
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -587,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         # One variant at a time, on both sides: a predictor with only that variant (it starts while
         # upstream loads) and one upstream model, both freed before the next variant, so that peak
         # memory is two copies of one variant.
-        for variant in args.variants:
+        for variant in args.variants if {"main", "streaming"} & set(args.tables) else []:
             log(f"{variant}: starting the predictor (LOAD_{variant.upper()} only, on {device}) ...")
             ctx.predictor = PredictorProcess(weights, Path(voices), [variant], device, args.threads)
             try:
@@ -619,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         out += [render_main(results["main"]), ""]
     if results["streaming"]:
         out += [render_streaming(results["streaming"], args.stream_tokens), ""]
+    if "concurrency" in args.tables:
+        with contextlib.redirect_stdout(sys.stderr):
+            out += [bench_concurrency.run(args, weights, device), ""]
     print("\n".join(out), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

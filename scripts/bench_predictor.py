@@ -21,48 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BUSY_RETRY_SECONDS = 30.0  # MAX_CONCURRENT_REQUESTS=1: the slot of the previous call may free a moment late
 
 
-class PredictorProcess:
-    """`python -m predictor` with only the given variants, one voice in a temporary VOICES_DIR."""
+class PredictorClient:
+    """Timed calls to a running predictor: its V2 REST infer route and its SSE streaming route.
+    One per thread (a requests.Session is not shared between threads)."""
 
-    def __init__(self, weights: Path, voices_dir: Path, variants: list[str], device: str, threads: int | None):
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        env = dict(os.environ)
-        env.update(
-            {
-                "MODEL_DIR": str(weights),
-                "VOICES_DIR": str(voices_dir),
-                "HF_HUB_OFFLINE": "1",
-                "DEVICE": device,
-                "LOAD_STANDARD": str("standard" in variants).lower(),
-                "LOAD_TURBO": str("turbo" in variants).lower(),
-                "LOAD_MULTILINGUAL": str("multilingual" in variants).lower(),
-                "MAX_CONCURRENT_REQUESTS": "1",
-                "MAX_NEW_TOKENS": "1000",
-                "LOG_LEVEL": "warning",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if threads:
-            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-        self.process = ManagedProcess(
-            predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
-        )
-        self.popen = self.process.popen
+    def __init__(self, url: str):
+        self.url = url
         self.session = requests.Session()
 
-    def wait_ready(self, timeout: float = 900.0) -> float:
-        """Block until /v2/health/ready answers 200; returns the seconds since launch."""
-        return self.process.wait_http(f"{self.url}/v2/health/ready", timeout)
-
-    def info(self) -> dict:
-        return self.session.get(f"{self.url}/v2/chatterbox/info", timeout=10).json()
-
-    def stop(self) -> None:
+    def close(self) -> None:
         self.session.close()
-        self.process.stop()
-        if self.process.log_path is not None:
-            self.process.log_path.unlink(missing_ok=True)
 
     # ---- timed calls -------------------------------------------------------------------------
     def _post(self, path: str, body: dict, stream: bool) -> tuple[requests.Response, float]:
@@ -130,6 +98,58 @@ class PredictorProcess:
             raise RuntimeError("stream ended without audio or without a done event")
         result.audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return result
+
+
+class PredictorProcess(PredictorClient):
+    """`python -m predictor` with only the given variants, one voice in a temporary VOICES_DIR."""
+
+    def __init__(
+        self,
+        weights: Path,
+        voices_dir: Path,
+        variants: list[str],
+        device: str,
+        threads: int | None,
+        env_overrides: dict[str, str] | None = None,
+    ):
+        self.http_port, self.grpc_port = free_port(), free_port()
+        super().__init__(f"http://127.0.0.1:{self.http_port}")
+        env = dict(os.environ)
+        env.update(
+            {
+                "MODEL_DIR": str(weights),
+                "VOICES_DIR": str(voices_dir),
+                "HF_HUB_OFFLINE": "1",
+                "DEVICE": device,
+                "LOAD_STANDARD": str("standard" in variants).lower(),
+                "LOAD_TURBO": str("turbo" in variants).lower(),
+                "LOAD_MULTILINGUAL": str("multilingual" in variants).lower(),
+                "MAX_CONCURRENT_REQUESTS": "1",
+                "MAX_NEW_TOKENS": "1000",
+                "LOG_LEVEL": "warning",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if threads:
+            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        env.update(env_overrides or {})
+        self.process = ManagedProcess(
+            predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
+        )
+        self.popen = self.process.popen
+
+    def wait_ready(self, timeout: float = 900.0) -> float:
+        """Block until /v2/health/ready answers 200; returns the seconds since launch."""
+        return self.process.wait_http(f"{self.url}/v2/health/ready", timeout)
+
+    def info(self) -> dict:
+        return self.session.get(f"{self.url}/v2/chatterbox/info", timeout=10).json()
+
+    def stop(self) -> None:
+        self.session.close()
+        self.process.stop()
+        if self.process.log_path is not None:
+            self.process.log_path.unlink(missing_ok=True)
 
 
 @dataclass

@@ -1,17 +1,16 @@
-"""Speech-token generation, one token at a time, without touching shared model state.
+"""One request's speech-token decoding state, for T3 forward passes it shares with other requests.
 
-These loops follow upstream's T3.inference (standard and multilingual, with classifier-free
-guidance) and T3.inference_turbo step for step, so that with the same seed they sample the same
-tokens. What differs: tokens are yielded as they are sampled (for streaming), the KV cache and
-alignment analysis belong to the request, sampling draws from the request's own generator, the
-model lock is held per forward pass (so requests may interleave, from any thread), and the token
-cap is the request's.
+The sampling follows upstream's T3.inference (standard and multilingual, with classifier-free
+guidance) and T3.inference_turbo step for step, so that with the same seed a request samples the same
+tokens. What differs: the prompt is prefilled alone, then every further forward pass is made by a
+`T3Batch` (batching.py) for all requests of the variant at once; the decoder only samples from the
+logits it is handed and says what to feed next. Its KV cache, alignment analysis and generator are
+its own, and the token cap is the request's.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections import deque
 from typing import cast
 
 import torch
@@ -31,51 +30,106 @@ from .params import SynthesisParams
 
 class _RequestAlignmentAnalyzer(AlignmentStreamAnalyzer):
     """Upstream's analyzer reads attention through forward hooks it adds to the shared transformer
-    (and never removes). Here the request feeds it the attentions of its own forward pass instead."""
+    (and never removes). Here the request feeds it the attentions of its own rows instead."""
 
     def _add_attention_spy(self, tfmr, buffer_idx, layer_idx, head_idx):
         pass
 
-    def observe(self, attentions) -> None:
+    def observe(self, attentions, row: int = 0, padding: int = 0) -> None:
+        """`row` is the request's conditional row in the batch and `padding` its left padding: the
+        columns before it are other requests' alignment, not this one's (and are masked to zero)."""
         for buffer_idx, (layer_idx, head_idx) in enumerate(LLAMA_ALIGNED_HEADS):
-            self.last_aligned_attns[buffer_idx] = attentions[layer_idx].cpu()[0, head_idx]
+            self.last_aligned_attns[buffer_idx] = attentions[layer_idx][row, head_idx, :, padding:].float().cpu()
 
 
-def cfg_speech_tokens(
-    t3,
-    backend,
-    t3_cond,
-    text_tokens: torch.Tensor,
-    params: SynthesisParams,
-    generator: torch.Generator,
-    lock: threading.Lock,
-    multilingual: bool,
-) -> Iterator[int]:
-    """Yield speech token ids (the stop token last, if sampled) for standard and multilingual T3."""
-    hp = t3.hp
-    device = t3.device
-    with lock, torch.inference_mode():
-        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=device)
+class SpeechDecoder:
+    """What a T3Batch needs of a request: `rows` in the batch, a prefilled KV cache, and per step
+    `sample()` (from the logits of the last pass) and `next_embeds()` (input of the next pass)."""
+
+    rows: int
+    wants_attentions = False
+
+    def __init__(self, t3, params: SynthesisParams, generator: torch.Generator):
+        self.t3 = t3
+        self.params = params
+        self.generator = generator
+        self.tokens: deque[int] = deque()  # sampled, not yet taken by the request
+        self.finished = False  # no more tokens will come
+        self.cache = None  # the prefill's DynamicCache, until a batch takes it over
+        self.length = 0  # positions this request has in the KV cache
+        self.logits = torch.empty(0)  # (rows, vocab) from the last forward pass
+        self.error: Exception | None = None
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.finished = True
+
+    def _emit(self, token: int, last: bool) -> None:
+        self.tokens.append(token)
+        if last:
+            self.finished = True
+
+    def accept(self, logits: torch.Tensor, attentions, padding: int, first_row: int) -> None:
+        self.logits = logits
+        self.length += 1
+
+    # What each decoder does per step (CfgDecoder, TurboDecoder):
+    def prefill(self) -> None:
+        """Run the request's prompt alone; leaves `cache`, `length` and `logits` set."""
+        raise NotImplementedError
+
+    def sample(self) -> None:
+        """Sample one token from `logits` (or finish)."""
+        raise NotImplementedError
+
+    def next_embeds(self) -> torch.Tensor:
+        """The input of the next forward pass for this request's rows: (rows, 1, dim)."""
+        raise NotImplementedError
+
+
+class CfgDecoder(SpeechDecoder):
+    """Standard and multilingual T3: a conditional and an unconditional row, mixed by cfg_weight."""
+
+    rows = 2
+
+    def __init__(self, t3, backend, t3_cond, text_tokens, params, generator, multilingual: bool):
+        super().__init__(t3, params, generator)
+        self.backend = backend
+        self.t3_cond = t3_cond
+        self.text_tokens = text_tokens
+        self.multilingual = multilingual
+        self.wants_attentions = multilingual
+        self.analyzer: _RequestAlignmentAnalyzer | None = None
+        hp = t3.hp
+        device = t3.device
+        self.generated_ids = torch.tensor([[hp.start_speech_token]], dtype=torch.long, device=device)
+        self.repetition_penalty = RepetitionPenaltyLogitsProcessor(penalty=float(params.repetition_penalty))
+        self.min_p_warper = MinPLogitsWarper(min_p=params.min_p)
+        self.top_p_warper = TopPLogitsWarper(top_p=params.top_p)
+        self.step = 0
+        self.next_token: torch.Tensor | None = None
+
+    def prefill(self) -> None:
+        t3, hp = self.t3, self.t3.hp
+        text_tokens = torch.atleast_2d(self.text_tokens).to(dtype=torch.long, device=t3.device)
         initial_speech_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
         embeds, len_cond = t3.prepare_input_embeds(
-            t3_cond=t3_cond,
+            t3_cond=self.t3_cond,
             text_tokens=text_tokens,
             speech_tokens=initial_speech_tokens,
-            cfg_weight=params.cfg_weight,
+            cfg_weight=self.params.cfg_weight,
         )
-        analyzer = None
-        if multilingual:
-            analyzer = _RequestAlignmentAnalyzer(
+        if self.multilingual:
+            self.analyzer = _RequestAlignmentAnalyzer(
                 t3.tfmr,
                 None,
                 text_tokens_slice=(len_cond, len_cond + text_tokens.size(-1)),
                 alignment_layer_idx=9,
                 eos_idx=hp.stop_speech_token,
             )
-        bos_token = torch.tensor([[hp.start_speech_token]], dtype=torch.long, device=device)
-        bos_embed = t3.speech_emb(bos_token) + t3.speech_pos_emb.get_fixed_embedding(0)
+        bos_embed = t3.speech_emb(self.generated_ids) + t3.speech_pos_emb.get_fixed_embedding(0)
         bos_embed = torch.cat([bos_embed, bos_embed])  # batch of 2: conditional and unconditional
-        output = backend(
+        output = self.backend(
             inputs_embeds=torch.cat([embeds, bos_embed], dim=1),
             past_key_values=None,
             use_cache=True,
@@ -83,96 +137,96 @@ def cfg_speech_tokens(
             output_hidden_states=True,
             return_dict=True,
         )
-        past = output.past_key_values
-        if analyzer is not None:
-            analyzer.observe(output.attentions)
-    generated_ids = bos_token.clone()
-    repetition_penalty = RepetitionPenaltyLogitsProcessor(penalty=float(params.repetition_penalty))
-    min_p_warper = MinPLogitsWarper(min_p=params.min_p)
-    top_p_warper = TopPLogitsWarper(top_p=params.top_p)
+        self.cache = output.past_key_values
+        self.length = embeds.size(1) + 1
+        self.logits = output.logits[:, -1, :]
+        if self.analyzer is not None:
+            self.analyzer.observe(output.attentions)
 
-    for step in range(params.max_new_tokens):
-        with torch.inference_mode():
-            logits_step = output.logits[:, -1, :]
-            cond, uncond = logits_step[0:1, :], logits_step[1:2, :]
-            cfg = torch.as_tensor(params.cfg_weight, device=cond.device, dtype=cond.dtype)
-            logits = cond + cfg * (cond - uncond)
-            if analyzer is not None:
-                last_token = generated_ids[0, -1].item() if len(generated_ids[0]) > 0 else None
-                logits = analyzer.step(logits, next_token=last_token)
-            # Token ids are int64; torch types every slice as a plain Tensor.
-            ids_for_proc = cast(torch.LongTensor, generated_ids[:1, ...])
-            logits = repetition_penalty(ids_for_proc, logits)
-            if params.temperature != 1.0:
-                logits = logits / params.temperature
-            logits = min_p_warper(ids_for_proc, logits)
-            logits = top_p_warper(ids_for_proc, logits)
-            probs = torch.softmax(logits, dim=-1)
-            next_token = torch.multinomial(probs, num_samples=1, generator=generator)
-            generated_ids = torch.cat([generated_ids, next_token], dim=1)
+    def sample(self) -> None:
+        params = self.params
+        logits_step = self.logits.float()
+        cond, uncond = logits_step[0:1, :], logits_step[1:2, :]
+        cfg = torch.as_tensor(params.cfg_weight, device=cond.device, dtype=cond.dtype)
+        logits = cond + cfg * (cond - uncond)
+        if self.analyzer is not None:
+            last_token = self.generated_ids[0, -1].item() if len(self.generated_ids[0]) > 0 else None
+            logits = self.analyzer.step(logits, next_token=last_token)
+        # Token ids are int64; torch types every slice as a plain Tensor.
+        ids_for_proc = cast(torch.LongTensor, self.generated_ids[:1, ...])
+        logits = self.repetition_penalty(ids_for_proc, logits)
+        if params.temperature != 1.0:
+            logits = logits / params.temperature
+        logits = self.min_p_warper(ids_for_proc, logits)
+        logits = self.top_p_warper(ids_for_proc, logits)
+        probs = torch.softmax(logits, dim=-1)
+        next_token = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        self.generated_ids = torch.cat([self.generated_ids, next_token], dim=1)
+        self.next_token = next_token
+        self.step += 1
         token = int(next_token.item())
-        yield token
-        if token == hp.stop_speech_token:
-            return
-        with lock, torch.inference_mode():
-            next_embed = t3.speech_emb(next_token) + t3.speech_pos_emb.get_fixed_embedding(step + 1)
-            output = backend(
-                inputs_embeds=torch.cat([next_embed, next_embed]),
-                past_key_values=past,
-                output_attentions=True,
-                output_hidden_states=True,
-                return_dict=True,
-            )
-            past = output.past_key_values
-            if analyzer is not None:
-                analyzer.observe(output.attentions)
+        self._emit(token, last=token == self.t3.hp.stop_speech_token or self.step == params.max_new_tokens)
+
+    def next_embeds(self) -> torch.Tensor:
+        t3 = self.t3
+        embed = t3.speech_emb(self.next_token) + t3.speech_pos_emb.get_fixed_embedding(self.step)
+        return torch.cat([embed, embed])
+
+    def accept(self, logits, attentions, padding, first_row) -> None:
+        super().accept(logits, attentions, padding, first_row)
+        if self.analyzer is not None:
+            self.analyzer.observe(attentions, row=first_row, padding=padding)
 
 
-def turbo_speech_tokens(
-    t3,
-    t3_cond,
-    text_tokens: torch.Tensor,
-    params: SynthesisParams,
-    generator: torch.Generator,
-    lock: threading.Lock,
-) -> Iterator[int]:
-    """Yield speech token ids for turbo T3 (GPT-2 backbone, no CFG); stops after the stop token."""
-    hp = t3.hp
-    processors = LogitsProcessorList()
-    if params.temperature > 0 and params.temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(params.temperature))
-    if params.top_k > 0:
-        processors.append(TopKLogitsWarper(params.top_k))
-    if params.top_p < 1.0:
-        processors.append(TopPLogitsWarper(params.top_p))
-    if params.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+class TurboDecoder(SpeechDecoder):
+    """Turbo T3 (GPT-2 backbone, no CFG): one row."""
 
-    with lock, torch.inference_mode():
-        start = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+    rows = 1
+
+    def __init__(self, t3, t3_cond, text_tokens, params, generator):
+        super().__init__(t3, params, generator)
+        self.t3_cond = t3_cond
+        self.text_tokens = text_tokens
+        processors = LogitsProcessorList()
+        if params.temperature > 0 and params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k > 0:
+            processors.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+        if params.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        self.processors = processors
+        self.history = torch.zeros(1, 0, dtype=torch.long)  # set by prefill
+        self.step = 0
+
+    def prefill(self) -> None:
+        t3 = self.t3
+        start = t3.hp.start_speech_token * torch.ones_like(self.text_tokens[:, :1])
         embeds, _ = t3.prepare_input_embeds(
-            t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=start, cfg_weight=0.0
+            t3_cond=self.t3_cond, text_tokens=self.text_tokens, speech_tokens=start, cfg_weight=0.0
         )
         out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
-        past = out.past_key_values
-        logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
-    history = start
-    for step in range(params.max_new_tokens):
-        with torch.inference_mode():
-            processed = processors(history, logits)
-            if step > 0 and torch.all(processed == -float("inf")):
-                return
-            probs = F.softmax(processed, dim=-1)
-            next_token = torch.multinomial(probs, num_samples=1, generator=generator)
-            history = next_token if step == 0 else torch.cat([history, next_token], dim=1)
+        self.cache = out.past_key_values
+        self.length = embeds.size(1)
+        self.logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
+        self.history = start
+
+    def sample(self) -> None:
+        step = self.step
+        processed = self.processors(cast(torch.LongTensor, self.history), cast(torch.FloatTensor, self.logits.float()))
+        if step > 0 and torch.all(processed == -float("inf")):
+            self.finished = True
+            return
+        probs = F.softmax(processed, dim=-1)
+        next_token = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        self.history = next_token if step == 0 else torch.cat([self.history, next_token], dim=1)
+        self.next_token = next_token
+        self.step += 1
         token = int(next_token.item())
-        yield token
         # Upstream checks for the stop token only from the second token on.
-        if step > 0 and token == hp.stop_speech_token:
-            return
-        if step + 1 == params.max_new_tokens:
-            return
-        with lock, torch.inference_mode():
-            out = t3.tfmr(inputs_embeds=t3.speech_emb(next_token), past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            logits = t3.speech_head(out[0])[:, -1, :]
+        stop = step > 0 and token == self.t3.hp.stop_speech_token
+        self._emit(token, last=stop or self.step == self.params.max_new_tokens)
+
+    def next_embeds(self) -> torch.Tensor:
+        return self.t3.speech_emb(self.next_token)

@@ -1,8 +1,14 @@
-"""The Chatterbox engine: variants loaded once; synthesis runs on the one torch thread (torch_thread.py).
+"""The Chatterbox engine: variants loaded once; synthesis of many requests on the one torch thread
+(torch_thread.py), batched per variant (scheduler.py).
 
 `prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
 come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
-A server that runs many requests on one thread uses `steps()`, whose every step is bounded work.
+Called directly, `chunks()` decodes its request alone. Run as a scheduler task (scheduler.py), its
+T3 decoding joins the variant's shared batch (batching.py) and its vocoder work yields at slice
+points (tasks.py), so that many requests share each forward pass.
+
+All model work must run on one thread: requests interleave only at the task switch points, where
+no upstream module is in the middle of a call.
 """
 
 from __future__ import annotations
@@ -11,9 +17,8 @@ import dataclasses
 import importlib
 import logging
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +31,11 @@ from contract.text import unpaired_surrogate_message
 from contract.variants import SAMPLE_RATE
 
 from ..upstream_patches import tolerate_missing_chinese_segmenter
-from .decode import cfg_speech_tokens, turbo_speech_tokens
+from . import tasks
+from .batching import T3Batch, speech_tokens
+from .decode import CfgDecoder, SpeechDecoder, TurboDecoder
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
+from .precision import resolve_precision
 from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
 from .variants import VARIANT_SPECS, VariantSpec
@@ -38,16 +46,15 @@ logger = logging.getLogger(__name__)
 
 SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
 JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
-STEP_TOKENS = 10  # speech tokens per step of steps(): how long one request keeps others waiting
 
 
 @dataclass
 class LoadedVariant:
     spec: VariantSpec
     model: Any  # the upstream Chatterbox*TTS object; its .conds is only ever the built-in voice
-    lock: threading.Lock  # held per forward pass: upstream modules are not re-entrant
-    backend: Any  # the HF backend wrapping T3 for CFG decoding (None for turbo)
+    backend: Any  # the HF backend wrapping T3 for CFG prefill (None for turbo)
     punc_norm: Callable[[str], str]
+    batch: T3Batch  # the variant's requests decoding together
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class ChatterboxEngine:
     def __init__(self, settings, on_voice_cache: Callable[[str, bool], None] | None = None):
         self.settings = settings
         self.device = pick_device(settings.device)
+        self.precision = resolve_precision(settings.dtype, self.device)
         self.variants: dict[str, LoadedVariant] = {}
         self.voice_cache = ConditionalsCache(settings.voice_cache_size, on_lookup=on_voice_cache)
 
@@ -79,7 +87,13 @@ class ChatterboxEngine:
         for name in self.settings.variants:
             started = time.perf_counter()
             self.variants[name] = self._load_variant(VARIANT_SPECS[name])
-            logger.info("%s model loaded on %s in %.1f s", name, self.device, time.perf_counter() - started)
+            logger.info(
+                "%s model loaded on %s (%s) in %.1f s",
+                name,
+                self.device,
+                self.precision.describe(),
+                time.perf_counter() - started,
+            )
 
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
         folder = resolve_weights(self.settings.model_dir, spec)
@@ -104,7 +118,28 @@ class ChatterboxEngine:
                 speech_enc=t3.speech_emb,
                 speech_head=t3.speech_head,
             )
-        return LoadedVariant(spec=spec, model=model, lock=threading.Lock(), backend=backend, punc_norm=module.punc_norm)
+        self._slice_flow(model.s3gen.flow.decoder.estimator)
+        return LoadedVariant(
+            spec=spec,
+            model=model,
+            backend=backend,
+            punc_norm=module.punc_norm,
+            batch=T3Batch(model.t3, self.precision.t3_autocast),
+        )
+
+    def _slice_flow(self, estimator) -> None:
+        """Each call of the flow decoder's estimator (one ODE step) becomes a slice point, and runs
+        at the flow's precision. Upstream calls `estimator.forward` directly, so no hook would see
+        it: the instance's forward is wrapped."""
+        original = estimator.forward
+        autocast = self.precision.flow_autocast
+
+        def forward(*args, **kwargs):
+            tasks.pause()
+            with autocast():
+                return original(*args, **kwargs)
+
+        estimator.forward = forward
 
     @property
     def ready(self) -> bool:
@@ -154,7 +189,7 @@ class ChatterboxEngine:
 
         def prepare(path: str):
             model = loaded.model
-            with loaded.lock, torch.inference_mode():
+            with torch.inference_mode():
                 builtin = model.conds
                 try:
                     model.prepare_conditionals(path, exaggeration=0.5)
@@ -176,65 +211,56 @@ class ChatterboxEngine:
         Either way the speech tokens are the same: T3 samples from its own generator, which the
         vocoder never advances.
         """
-        for item in self.steps(request, cancelled, stream):
-            if item is not None:
-                yield item
-
-    def steps(
-        self, request: PreparedRequest, cancelled: Callable[[], bool] = lambda: False, stream: bool = False
-    ) -> Iterator[AudioChunk | None]:
-        """chunks(), with a None after every STEP_TOKENS speech tokens: each next() is then at most
-        that many tokens and one vocoder call, and other requests can take their turn in between."""
         loaded = self.variants[request.variant]
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         t3_cond = self._t3_cond(loaded, request)
         index = 0
-        for piece_index, piece in enumerate(request.pieces):
-            last_piece = piece_index == len(request.pieces) - 1
-            tokens = _with_pauses(self._speech_tokens(loaded, piece, t3_cond, request.params, generator))
-            parts = (
-                self._stream_piece(loaded, request, piece_index, tokens, cancelled)
-                if stream
-                else self._whole_piece(loaded, request, tokens, generator, cancelled)
-            )
-            for part in parts:
-                if part is None:
-                    yield None
-                    continue
-                samples, speech_tokens, piece_done = part
-                if piece_done and not last_piece:
-                    samples = _fade_out(samples, JOIN_FADE_SAMPLES)
-                yield AudioChunk(
-                    samples=samples, index=index, speech_tokens=speech_tokens, final=piece_done and last_piece
+        with torch.inference_mode():
+            for piece_index, piece in enumerate(request.pieces):
+                last_piece = piece_index == len(request.pieces) - 1
+                tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator)
+                parts = (
+                    self._stream_piece(loaded, request, piece_index, tokens, cancelled)
+                    if stream
+                    else self._whole_piece(loaded, request, tokens, generator, cancelled)
                 )
-                index += 1
-            if cancelled():
-                return
+                try:
+                    for samples, speech_tokens_behind, piece_done in parts:
+                        if piece_done and not last_piece:
+                            samples = _fade_out(samples, JOIN_FADE_SAMPLES)
+                        yield AudioChunk(
+                            samples=samples,
+                            index=index,
+                            speech_tokens=speech_tokens_behind,
+                            final=piece_done and last_piece,
+                        )
+                        index += 1
+                finally:
+                    tokens.close()  # a request that stops early leaves the T3 batch now
+                if cancelled():
+                    return
 
     def _whole_piece(
         self,
         loaded: LoadedVariant,
         request: PreparedRequest,
-        tokens: Iterator[int | None],
+        tokens: Iterator[int],
         generator: torch.Generator,
         cancelled,
-    ) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+    ) -> Iterator[tuple[np.ndarray, int, bool]]:
         collected = []
         for token in tokens:
             if cancelled():
                 return
-            if token is None:
-                yield None
-                continue
             collected.append(token)
         speech = torch.tensor([t for t in collected if t < SPEECH_VOCAB_SIZE], dtype=torch.long, device=self.device)
         yield self._vocode(loaded, speech, request.conds, generator), int(speech.numel()), True
 
     def _stream_piece(
-        self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int, tokens: Iterator[int | None], cancelled
-    ) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+        self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int, tokens: Iterator[int], cancelled
+    ) -> Iterator[tuple[np.ndarray, int, bool]]:
         vocoder = self.chunked_vocoder(loaded, request, piece_index)
-        watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE, loaded.lock)
+        watermark = StreamWatermarker(loaded.model.watermarker, SAMPLE_RATE)
         yield from stream_piece(
             tokens, vocoder, watermark, self.settings.stream_chunk_tokens, SPEECH_VOCAB_SIZE, cancelled
         )
@@ -246,7 +272,6 @@ class ChatterboxEngine:
         return ChunkedVocoder(
             loaded.model.s3gen,
             request.conds.gen,
-            loaded.lock,
             noise_seed=(request.seed * 1_000_003 + piece_index) % 2**63,
             meanflow=turbo,
             silence_token=S3GEN_SIL if turbo else None,
@@ -268,37 +293,41 @@ class ChatterboxEngine:
 
     def _speech_tokens(
         self, loaded: LoadedVariant, piece: str, t3_cond, params: SynthesisParams, generator
-    ) -> Iterator[int]:
+    ) -> Generator[int, None, None]:
         model = loaded.model
         text = loaded.punc_norm(piece)
+        decoder: SpeechDecoder
         if loaded.spec.name == "turbo":
             text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(
                 self.device
             )
-            return turbo_speech_tokens(model.t3, t3_cond, text_tokens, params, generator, loaded.lock)
-        if loaded.spec.name == "multilingual":
-            text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
+            decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator)
         else:
-            text_tokens = model.tokenizer.text_to_tokens(text)
-        text_tokens = torch.cat([text_tokens, text_tokens], dim=0).to(self.device)  # conditional + unconditional rows
-        hp = model.t3.hp
-        text_tokens = F.pad(F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
-        return cfg_speech_tokens(
-            model.t3,
-            loaded.backend,
-            t3_cond,
-            text_tokens,
-            params,
-            generator,
-            loaded.lock,
-            multilingual=loaded.spec.name == "multilingual",
-        )
+            if loaded.spec.name == "multilingual":
+                text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
+            else:
+                text_tokens = model.tokenizer.text_to_tokens(text)
+            # conditional + unconditional rows
+            text_tokens = torch.cat([text_tokens, text_tokens], dim=0).to(self.device)
+            hp = model.t3.hp
+            text_tokens = F.pad(F.pad(text_tokens, (1, 0), value=hp.start_text_token), (0, 1), value=hp.stop_text_token)
+            decoder = CfgDecoder(
+                model.t3,
+                loaded.backend,
+                t3_cond,
+                text_tokens,
+                params,
+                generator,
+                multilingual=loaded.spec.name == "multilingual",
+            )
+        return speech_tokens(decoder, loaded.batch, self.precision.t3_autocast)
 
     def _vocode(self, loaded: LoadedVariant, speech: torch.Tensor, conds, generator: torch.Generator) -> np.ndarray:
         model = loaded.model
-        with loaded.lock, torch.inference_mode():
+        with torch.inference_mode():
             # S3Gen draws its noise from the global RNG: give it the request's stream where T3 left
             # it, as upstream's generate() does after seeding (T3's own generator is not advanced).
+            # (A task switch inside keeps this request's RNG state: see tasks.py.)
             _global_generator(self.device).set_state(generator.get_state())
             if loaded.spec.name == "turbo":
                 from chatterbox.models.s3gen.const import S3GEN_SIL
@@ -312,13 +341,6 @@ class ChatterboxEngine:
             wav = wav.squeeze(0).detach().cpu().numpy()
             watermarked = model.watermarker.apply_watermark(wav, sample_rate=SAMPLE_RATE)
         return np.ascontiguousarray(watermarked, dtype=np.float32)
-
-
-def _with_pauses(tokens: Iterator[int]) -> Iterator[int | None]:
-    for count, token in enumerate(tokens, 1):
-        yield token
-        if count % STEP_TOKENS == 0:
-            yield None
 
 
 def _global_generator(device: str) -> torch.Generator:

@@ -19,7 +19,6 @@ mel frames). Here, with the same flow-matching decoder and HiFT vocoder:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -72,7 +71,6 @@ class ChunkedVocoder:
         self,
         s3gen,
         conds_gen: dict,
-        lock: threading.Lock,
         noise_seed: int,
         *,
         meanflow: bool,
@@ -81,7 +79,6 @@ class ChunkedVocoder:
     ):
         self.s3gen = s3gen
         self.ref = conds_gen
-        self.lock = lock
         self.meanflow = meanflow
         self.silence_token = silence_token  # turbo appends three silence tokens at the end, as upstream
         self.timesteps = 2 if meanflow else 10
@@ -158,8 +155,8 @@ class ChunkedVocoder:
         if self.mel_tail is not None:
             mel = torch.cat([self.mel_tail, mel], dim=2)
         cache = self.source_tail if self.source_tail is not None else torch.zeros(1, 1, 0, device=mel.device)
-        # HiFT's excitation draws from the global RNG (the caller holds the model lock): seed it per
-        # call so that the same request streams the same audio every time.
+        # HiFT's excitation draws from the global RNG: seed it per call so that the same request
+        # streams the same audio every time.
         torch.manual_seed((self.noise_seed * 7919 + self.vocoder_calls) % 2**63)
         self.vocoder_calls += 1
         speech, source = self.s3gen.mel2wav.inference(speech_feat=mel, cache_source=cache)
@@ -184,14 +181,14 @@ class ChunkedVocoder:
         usable = len(self.tokens) - self.lookahead
         if 2 * usable - self.mel_frames_done <= OVERLAP_FRAMES:
             return None
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             return self._vocode(self._mel(self.tokens, finalize=False), finalize=False)
 
     def finish(self) -> np.ndarray:
         tokens = list(self.tokens)
         if self.silence_token is not None:
             tokens += [self.silence_token] * 3
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             if len(tokens) * 2 <= self.mel_frames_done:
                 tail, self.speech_tail = self.speech_tail, None
                 return tail if tail is not None else np.zeros(0, dtype=np.float32)
@@ -203,10 +200,9 @@ class StreamWatermarker:
     the last few milliseconds wait for the next window so that the seam between two watermarked
     renderings of the same samples can be cross-faded."""
 
-    def __init__(self, watermarker, sample_rate: int, lock: threading.Lock):
+    def __init__(self, watermarker, sample_rate: int):
         self.watermarker = watermarker
         self.sample_rate = sample_rate
-        self.lock = lock
         self.raw = np.zeros(0, dtype=np.float32)  # raw samples from `raw_offset` on
         self.raw_offset = 0
         self.emitted = 0  # samples of the stream emitted so far
@@ -218,10 +214,7 @@ class StreamWatermarker:
         window = self.raw[window_start - self.raw_offset :]
         if len(window) == 0:
             return np.zeros(0, dtype=np.float32)
-        with self.lock:
-            marked = np.asarray(
-                self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32
-            )
+        marked = np.asarray(self.watermarker.apply_watermark(window, sample_rate=self.sample_rate), dtype=np.float32)
         fresh = marked[self.emitted - window_start :].copy()
         if self.pending is not None:
             overlap = min(len(self.pending), len(fresh))
@@ -237,25 +230,21 @@ class StreamWatermarker:
 
 
 def stream_piece(
-    token_stream: Iterator[int | None],
+    token_stream: Iterator[int],
     vocoder: ChunkedVocoder,
     watermark: StreamWatermarker,
     schedule: tuple[int, ...],
     speech_vocab_size: int,
     cancelled,
-) -> Iterator[tuple[np.ndarray, int, bool] | None]:
+) -> Iterator[tuple[np.ndarray, int, bool]]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
-    `schedule` (in speech tokens of audio, the last size repeating): a small first chunk, larger later ones.
-    A None in the token stream (a pause between engine steps) is passed on."""
+    `schedule` (in speech tokens of audio, the last size repeating): a small first chunk, larger later ones."""
     pending: list[int] = []
     tokens_behind = 0
     chunk_index = 0
     for token in token_stream:
         if cancelled():
             return
-        if token is None:
-            yield None
-            continue
         if token >= speech_vocab_size:
             continue
         pending.append(token)

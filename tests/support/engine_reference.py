@@ -22,7 +22,7 @@ def render_whole(vocoder: ChunkedVocoder, tokens: list[int]) -> np.ndarray:
     rendering streaming approximates."""
     if vocoder.silence_token is not None:
         tokens = list(tokens) + [vocoder.silence_token] * 3
-    with vocoder.lock, torch.inference_mode():
+    with torch.inference_mode():
         noise = vocoder.noise.take(2 * (vocoder.prompt_tokens + len(tokens)))
         mel = S3Token2Mel.forward(
             vocoder.s3gen,

@@ -1,5 +1,6 @@
 """SynthesisService on a test double of the engine: every engine call runs on the one torch thread,
-requests take turns step by step, and an interrupted request is closed there before its slot frees.
+requests run as scheduler tasks that take turns at their switch points, and an interrupted request
+is stopped there before its slot frees.
 (The real engine behind the real server is tested in test_predictor_v2 and test_end_to_end.)"""
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import numpy as np
 import pytest
 
 from contract.errors import ServiceError
+from predictor.engine import tasks
 from predictor.engine.engine import AudioChunk
 from predictor.service import SynthesisService
 from predictor.torch_thread import TorchThread
 
 
 class StepEngine:
-    """Three chunks per request, each after a pause step; records which thread ran what."""
+    """Three chunks per request, each after a slice point; records which thread ran what."""
 
     def __init__(self, steps: int = 3):
-        self.variants = {"turbo": object()}
+        self.variants = {"turbo": SimpleNamespace(batch=[])}  # no T3 batch to step
         self.settings = SimpleNamespace(voices_dir="/nonexistent")
         self.steps_per_request = steps
         self.threads: set[str] = set()
@@ -32,14 +34,14 @@ class StepEngine:
         self.threads.add(threading.current_thread().name)
         return SimpleNamespace(name=text, seed=0)
 
-    def steps(self, request, cancelled, stream):
+    def chunks(self, request, cancelled, stream):
         try:
             for i in range(self.steps_per_request):
                 if cancelled():
                     return
                 self.threads.add(threading.current_thread().name)
                 self.log.append((request.name, i))
-                yield None
+                tasks.pause()
                 yield AudioChunk(
                     samples=np.full(4, i, dtype=np.float32),
                     index=i,
@@ -54,7 +56,7 @@ async def collect(service: SynthesisService, text: str) -> list[int]:
     return [chunk.index async for chunk in service.stream("turbo", text, {})]
 
 
-def test_every_engine_call_runs_on_the_torch_thread_and_pauses_are_skipped():
+def test_every_engine_call_runs_on_the_torch_thread():
     engine = StepEngine()
     service = SynthesisService(engine, 2, TorchThread())
     assert asyncio.run(collect(service, "a")) == [0, 1, 2]
@@ -62,7 +64,7 @@ def test_every_engine_call_runs_on_the_torch_thread_and_pauses_are_skipped():
     assert service._in_flight == 0
 
 
-def test_concurrent_requests_take_turns_step_by_step():
+def test_concurrent_requests_take_turns_slice_by_slice():
     engine = StepEngine(steps=4)
     service = SynthesisService(engine, 2, TorchThread())
 

@@ -1,0 +1,253 @@
+"""Concurrency benchmark: N streamed requests at once against the same N one after another, in one run.
+
+    python -m scripts.bench_concurrency --weights DIR [--variants turbo,standard]
+        [--turbo-levels 1,2,4,8,16] [--turbo-tokens 100] [--standard-levels 1,2,4,8] [--standard-tokens 60]
+        [--multilingual-levels 1,2,4] [--multilingual-tokens 60] [--device auto|cpu|cuda]
+        [--dtype auto|float32|bfloat16|float16] [--threads N] [--plot build/bench/concurrency.png]
+
+Per variant, one predictor process (only that variant, MAX_CONCURRENT_REQUESTS = the highest level).
+Request i has its own seed and text; level N sends requests 0..N-1.
+- serial: requests 0..max-1 each alone, one after another (after one warm-up request); the serial
+  figure for level N is the sum of the first N (the same requests, one after another);
+- concurrent: for each level N, the N requests sent at once (generate_stream, SSE).
+Columns: aggregate audio-seconds per wall-second, its ratio to serial, median and p95 time to first
+audio (streamed) and median latency (to the `done` event), concurrent. Random weights rarely emit
+the stop token, so every request makes its full token cap. The PNG plots throughput and TTFA
+against concurrency. `scripts.bench --tables concurrency` runs this with its defaults.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contract.variants import SAMPLE_RATE
+from predictor.engine.precision import DTYPE_CHOICES, cpu_flags, resolve_precision
+from scripts.random_weights import write_reference_wav
+
+from .bench_predictor import PredictorClient, PredictorProcess
+
+VOICE = "ref.wav"
+DEFAULT_LEVELS = {"turbo": "1,2,4,8,16", "standard": "1,2,4,8", "multilingual": "1,2,4"}
+DEFAULT_TOKENS = {"turbo": 100, "standard": 60, "multilingual": 60}
+SHOWN_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+TEXTS = [
+    "Hello there, this is request number {i} of the concurrency benchmark.",
+    "Request {i} reads a different sentence, so that prompts differ in length a little.",
+    "Number {i} arrives together with the others and shares the model with them.",
+]
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[bench-concurrency {time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for variant in ("turbo", "standard", "multilingual"):
+        parser.add_argument(
+            f"--{variant}-levels",
+            default=DEFAULT_LEVELS[variant],
+            help=f"concurrency levels for {variant} (default {DEFAULT_LEVELS[variant]})",
+        )
+        parser.add_argument(
+            f"--{variant}-tokens",
+            type=int,
+            default=DEFAULT_TOKENS[variant],
+            help=f"speech-token cap per {variant} request (default {DEFAULT_TOKENS[variant]})",
+        )
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the predictor's DTYPE (default auto)")
+    parser.add_argument("--plot", type=Path, default=Path("build/bench/concurrency.png"), help="PNG to write")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_concurrency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, type=Path, help="folder with one sub-folder per variant")
+    parser.add_argument("--variants", default="turbo,standard", help="comma-separated (default turbo,standard)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads in the predictor")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of request 0 (request i: seed + i)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    return args
+
+
+def levels_of(args: argparse.Namespace, variant: str) -> list[int]:
+    levels = sorted({int(x) for x in getattr(args, f"{variant}_levels").split(",") if x.strip()})
+    if not levels or levels[0] < 1:
+        raise SystemExit(f"--{variant}-levels: give positive integers")
+    return levels
+
+
+def request_body(variant: str, i: int, tokens: int, seed: int) -> tuple[str, dict]:
+    return TEXTS[i % len(TEXTS)].format(i=i), {"voice": VOICE, "seed": seed + i, "max_new_tokens": tokens}
+
+
+def run_level(url: str, variant: str, indices: list[int], tokens: int, seed: int) -> dict:
+    def one(i: int):
+        text, params = request_body(variant, i, tokens, seed)
+        client = PredictorClient(url)
+        try:
+            return client.stream(variant, text, params)
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(indices)) as pool:
+        results = list(pool.map(one, indices))
+    wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "audio_s": sum(len(r.audio) for r in results) / SAMPLE_RATE,
+        "ttfa_s": [r.first_chunk_seconds for r in results],
+        "latency_s": [r.total_seconds for r in results],
+    }
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95)) if len(values) > 1 else values[0]
+
+
+def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices: Path, device: str) -> dict:
+    levels = levels_of(args, variant)
+    tokens = getattr(args, f"{variant}_tokens")
+    top = levels[-1]
+    log(f"{variant}: starting the predictor (DTYPE={args.dtype}, MAX_CONCURRENT_REQUESTS={top}) ...")
+    predictor = PredictorProcess(
+        weights,
+        voices,
+        [variant],
+        device,
+        args.threads,
+        env_overrides={"MAX_CONCURRENT_REQUESTS": str(top), "DTYPE": args.dtype},
+    )
+    try:
+        predictor.wait_ready()
+        log(f"{variant}: warm-up")
+        run_level(predictor.url, variant, [0], tokens, args.seed + 10_000)
+        serial = []
+        for i in range(top):
+            log(f"{variant}: serial request {i + 1}/{top}")
+            serial.append(run_level(predictor.url, variant, [i], tokens, args.seed))
+        rows = []
+        for level in levels:
+            log(f"{variant}: {level} concurrent")
+            concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
+            serial_wall = sum(s["wall_s"] for s in serial[:level])
+            serial_audio = sum(s["audio_s"] for s in serial[:level])
+            rows.append(
+                {
+                    "level": level,
+                    "audio_s": concurrent["audio_s"],
+                    "serial_wall_s": serial_wall,
+                    "wall_s": concurrent["wall_s"],
+                    "throughput": concurrent["audio_s"] / concurrent["wall_s"],
+                    "serial_throughput": serial_audio / serial_wall,
+                    "ttfa_median_s": statistics.median(concurrent["ttfa_s"]),
+                    "ttfa_p95_s": p95(concurrent["ttfa_s"]),
+                    "latency_median_s": statistics.median(concurrent["latency_s"]),
+                    "latency_p95_s": p95(concurrent["latency_s"]),
+                }
+            )
+        return {"variant": variant, "tokens": tokens, "rows": rows, "serial_ttfa_s": serial[0]["ttfa_s"][0]}
+    finally:
+        predictor.stop()
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "Concurrency: N streamed requests at once vs the same N one after another (same run)",
+        "",
+        "| variant | cap | N | audio s | serial wall s | concurrent wall s | audio s per wall s "
+        "| ratio to serial | TTFA median / p95 s | latency median / p95 s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for row in result["rows"]:
+            lines.append(
+                f"| {result['variant']} | {result['tokens']} | {row['level']} | {row['audio_s']:.1f} "
+                f"| {row['serial_wall_s']:.1f} | {row['wall_s']:.1f} | {row['throughput']:.2f} "
+                f"| {row['throughput'] / row['serial_throughput']:.2f}x "
+                f"| {row['ttfa_median_s']:.2f} / {row['ttfa_p95_s']:.2f} "
+                f"| {row['latency_median_s']:.1f} / {row['latency_p95_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for result in results:
+        levels = [row["level"] for row in result["rows"]]
+        name = result["variant"]
+        left.plot(levels, [row["throughput"] for row in result["rows"]], marker="o", label=f"{name} concurrent")
+        left.plot(levels, [row["serial_throughput"] for row in result["rows"]], linestyle="--", label=f"{name} serial")
+        right.plot(levels, [row["ttfa_median_s"] for row in result["rows"]], marker="o", label=f"{name} median")
+        right.plot(
+            levels, [row["ttfa_p95_s"] for row in result["rows"]], marker="x", linestyle=":", label=f"{name} p95"
+        )
+    for axis, label in ((left, "audio seconds per wall second"), (right, "time to first audio (s)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent requests")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def config_line(args: argparse.Namespace, device: str) -> str:
+    flags = cpu_flags()
+    shown = [flag for flag in SHOWN_CPU_FLAGS if flag in flags]
+    precision = resolve_precision(args.dtype, device)
+    hardware = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()} CPUs"
+    return (
+        f"Config: device={device} ({hardware}); DTYPE={args.dtype} ({precision.describe()}); "
+        f"threads={args.threads or f'torch default ({torch.get_num_threads()})'}; "
+        f"CPU flags: {' '.join(shown) or 'none of ' + ','.join(SHOWN_CPU_FLAGS)}; "
+        + "; ".join(
+            f"{v}: levels {','.join(map(str, levels_of(args, v)))} cap {getattr(args, f'{v}_tokens')}"
+            for v in args.variants
+        )
+    )
+
+
+def run(args: argparse.Namespace, weights: Path, device: str) -> str:
+    """The table (markdown, with its config line), after writing the plot; `args` as add_arguments makes them."""
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-voices-") as voices:
+        write_reference_wav(Path(voices) / VOICE, seconds=6.0, seed=1)
+        results = [variant_table(args, variant, weights, Path(voices), device) for variant in args.variants]
+    config = config_line(args, device)
+    plot(results, args.plot, config.replace("; ", "\n", 2))
+    return f"{config}\n\n{render(results)}\n\nPlot: {args.plot}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    print(run(args, args.weights.resolve(), device), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
