@@ -18,6 +18,9 @@ class PredictorSettings(SharedSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # Per component, measured: predictor/engine/precision.py says where each dtype pays.
     dtype: DtypeSetting = "auto"
+    # Vocoding requests of a variant share each flow ODE step's forward pass (engine/flow_batching.py);
+    # false: each runs alone, as its own slice of the scheduler's tick.
+    batch_vocoder: bool = True
     load_standard: bool = True
     load_turbo: bool = False
     load_multilingual: bool = False

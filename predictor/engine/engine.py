@@ -4,8 +4,8 @@
 `prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
 come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
 Called directly, `chunks()` decodes its request alone. Run as a scheduler task (scheduler.py), its
-T3 decoding joins the variant's shared batch (batching.py) and its vocoder work yields at slice
-points (tasks.py), so that many requests share each forward pass.
+T3 decoding joins the variant's shared batch (batching.py) and each of its flow ODE steps joins the
+tick's batched estimator call (flow_batching.py), so that many requests share each forward pass.
 
 All model work must run on one thread: requests interleave only at the task switch points, where
 no upstream module is in the middle of a call.
@@ -31,9 +31,9 @@ from contract.text import unpaired_surrogate_message
 from contract.variants import SAMPLE_RATE
 
 from ..upstream_patches import tolerate_missing_chinese_segmenter
-from . import tasks
 from .batching import T3Batch, speech_tokens
 from .decode import CfgDecoder, SpeechDecoder, TurboDecoder
+from .flow_batching import FlowBatch
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .precision import resolve_precision
 from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
@@ -55,6 +55,7 @@ class LoadedVariant:
     backend: Any  # the HF backend wrapping T3 for CFG prefill (None for turbo)
     punc_norm: Callable[[str], str]
     batch: T3Batch  # the variant's requests decoding together
+    flow: FlowBatch  # the variant's requests' flow ODE steps, run together
 
 
 @dataclass(frozen=True)
@@ -118,28 +119,23 @@ class ChatterboxEngine:
                 speech_enc=t3.speech_emb,
                 speech_head=t3.speech_head,
             )
-        self._slice_flow(model.s3gen.flow.decoder.estimator)
+        flow = self._batch_flow(model.s3gen.flow.decoder.estimator)
         return LoadedVariant(
             spec=spec,
             model=model,
             backend=backend,
             punc_norm=module.punc_norm,
             batch=T3Batch(model.t3, self.precision.t3_autocast),
+            flow=flow,
         )
 
-    def _slice_flow(self, estimator) -> None:
-        """Each call of the flow decoder's estimator (one ODE step) becomes a slice point, and runs
-        at the flow's precision. Upstream calls `estimator.forward` directly, so no hook would see
-        it: the instance's forward is wrapped."""
-        original = estimator.forward
-        autocast = self.precision.flow_autocast
-
-        def forward(*args, **kwargs):
-            tasks.pause()
-            with autocast():
-                return original(*args, **kwargs)
-
-        estimator.forward = forward
+    def _batch_flow(self, estimator) -> FlowBatch:
+        """The flow decoder's estimator (one ODE step per call) runs at the flow's precision, and in a
+        scheduler task joins the tick's batched call (flow_batching.py). Upstream calls
+        `estimator.forward` directly, so no hook would see it: the instance's forward is replaced."""
+        flow = FlowBatch(estimator.forward, self.precision.flow_autocast, enabled=self.settings.batch_vocoder)
+        estimator.forward = flow
+        return flow
 
     @property
     def ready(self) -> bool:

@@ -4,17 +4,16 @@ batch once per tick, so all active requests of a variant share each forward pass
 One tick:
 1. cancelled tasks are stopped at their switch point (their T3 rows leave the batch at once);
 2. every runnable task runs one slice: up to its next switch point, that is until it needs tokens
-   not sampled yet, or until its vocoder reaches the next flow ODE step (tasks.py);
-3. each variant's batch samples one token for each of its requests and runs one forward pass.
+   not sampled yet, or until its vocoder needs the next flow ODE step (tasks.py);
+3. each variant runs the flow ODE steps its tasks asked for as one batched estimator call
+   (flow_batching.py), then its T3 batch samples one token for each of its requests and runs one
+   forward pass.
 
-Variants never wait for each other's requests: every variant with decoding requests steps every tick.
+Variants never wait for each other's requests: every variant with work steps every tick.
 
-S3Gen under load: vocoder work is sliced, not batched. Each flow ODE step (one estimator call,
-both CFG rows) is a slice, so a T3 step waits at most one slice per vocoding request, never a whole
-flow run. Batching several requests' flow calls was measured on the 2-core CPU: the estimator's
-time grows in proportion to its rows at the 500-600 frames a standard request brings (its 10 s
-prompt), so it gains nothing there, and upstream's flow is written for one utterance at a time.
-See the report in the README for figures.
+S3Gen under load: a T3 step waits at most for one batched estimator call per tick, never for a whole
+flow run, and several vocoding requests pay for one pass. With BATCH_VOCODER=false each request's
+ODE step is its own slice instead (the bench compares both: README, "Batched engine").
 """
 
 from __future__ import annotations
@@ -87,6 +86,8 @@ class Scheduler:
             if task.runnable:
                 task.resume()
         for loaded in self.engine.variants.values():
+            if len(loaded.flow):
+                loaded.flow.run_pending()
             if len(loaded.batch):
                 loaded.batch.step()
         self.tasks = [task for task in self.tasks if not task.dead]

@@ -2,9 +2,10 @@
 
 Each request runs as a greenlet started by the scheduler (scheduler.py). It hands control back
 at two kinds of points:
-- `wait_until(ready)`: it needs speech tokens that the next batched T3 step will sample;
-- `pause()`: a slice point inside vocoder work (before each call of the flow decoder's estimator),
-  so that one request's S3Gen run does not hold every other request's T3 steps for seconds.
+- `wait_until(ready)`: it needs speech tokens that the next batched T3 step will sample, or the
+  output of a flow ODE step that the tick's batched estimator call will compute (flow_batching.py);
+- `pause()`: a slice point (before an estimator call that runs alone), so that one request's S3Gen
+  run does not hold every other request's T3 steps for seconds.
 
 Greenlets share the OS thread, so torch keeps one OpenMP pool (see torch_thread.py). Outside a
 task (a test or script calling the engine directly) both functions do nothing special: `pause()`

@@ -8,23 +8,29 @@ consumes its tokens and records them), since vocoder work is not batched and doe
 A batch differs from a lone request only by float rounding (masked positions weigh exactly zero), so
 a token could in principle flip where two candidates are within rounding of each other: the test
 reports how many tokens matched and allows at most MAX_FLIPPED_REQUESTS requests to diverge.
+
+A second test vocodes: streamed requests share each flow ODE step's pass, and each gets the audio
+it gets alone, within float rounding.
 """
 
 from __future__ import annotations
 
 import gc
 
+import numpy as np
 import pytest
 import torch
 
 from predictor.config import PredictorSettings
 from predictor.engine.engine import ChatterboxEngine
-from predictor.engine.scheduler import Scheduler
+from predictor.engine.scheduler import END, Scheduler
 from predictor.engine.voices import BUILTIN_VOICE, voice_from_bytes
 
 pytestmark = pytest.mark.slow
 CAP = 44
 MAX_FLIPPED_REQUESTS = 0  # float32: no flip seen (turbo, 3 requests joining mid-flight: 36/36 tokens identical)
+VOCODED_CAP = 30  # tokens per request in the vocoding test: a few chunks each
+MAX_VOCODED_DIFFERENCE = 1e-3  # float32 rounding through the flow's ODE steps and HiFT, in full-scale samples
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "A short one.",
@@ -138,3 +144,41 @@ def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir
     )
     print(f"{variant}: {matched}/{sum(lengths)} tokens identical before any divergence; flipped requests {flipped}")
     assert len(flipped) <= MAX_FLIPPED_REQUESTS, (flipped, matched, sum(lengths))
+
+
+def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices_dir):
+    """Streamed requests vocoding at the same time share each flow ODE step (flow_batching.py): each
+    still gets the audio it gets alone, up to the float rounding of a differently shaped pass."""
+    variant = engine.variant
+    references = voices(voices_dir)
+    requests = []
+    for i, text in enumerate(TEXTS[:3]):
+        params = {**VARIANT_PARAMS[variant](i), "seed": 2000 + i, "max_new_tokens": VOCODED_CAP}
+        voice = references[1 + i % 2] if variant == "turbo" else references[i % 3]
+        requests.append(engine.prepare(variant, text, params, voice))
+
+    def joined(chunks) -> np.ndarray:
+        return np.concatenate([chunk.samples for chunk in chunks])
+
+    with torch.inference_mode():
+        alone = [joined(engine.chunks(request, stream=True)) for request in requests]
+
+    flow = engine.variants[variant].flow
+    calls_before, rows_before = flow.calls, flow.rows_served
+    delivered: dict[int, list] = {i: [] for i in range(len(requests))}
+    scheduler = Scheduler(engine)
+    with torch.inference_mode():
+        for i, request in enumerate(requests):
+            scheduler.start(request, True, lambda: False, delivered[i].append, lambda: None)
+        while scheduler.tick():
+            pass
+    calls, rows = flow.calls - calls_before, flow.rows_served - rows_before
+    assert rows > 2 * calls, f"flow steps should have shared passes: {rows} rows in {calls} passes"
+    for i, reference in enumerate(alone):
+        items = delivered[i]
+        assert items[-1] is END, items[-1]
+        audio = joined(items[:-1])
+        assert len(audio) == len(reference)
+        difference = float(np.max(np.abs(audio - reference)))
+        print(f"{variant} request {i}: {len(audio)} samples, max |batched - alone| = {difference:.2e}")
+        assert difference <= MAX_VOCODED_DIFFERENCE, difference
