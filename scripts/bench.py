@@ -562,6 +562,7 @@ def config_line(args: argparse.Namespace, device: str) -> str:
         f"variants={','.join(args.variants)}",
         f"tables={','.join(args.tables)}",
         f"seed={args.seed}",
+        f"predictor DTYPE={args.dtype}",
     ]
     if "main" in args.tables:
         parts += [f"tokens={args.tokens}", f"repeats={args.repeats} (+1 warm-up)", f"text={args.text!r}"]
@@ -591,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         # memory is two copies of one variant.
         for variant in args.variants if {"main", "streaming"} & set(args.tables) else []:
             log(f"{variant}: starting the predictor (LOAD_{variant.upper()} only, on {device}) ...")
-            ctx.predictor = PredictorProcess(weights, Path(voices), [variant], device, args.threads)
+            ctx.predictor = PredictorProcess(
+                weights, Path(voices), [variant], device, args.threads, env_overrides={"DTYPE": args.dtype}
+            )
             try:
                 if "main" in args.tables:
                     log(f"{variant}: loading upstream {VARIANT_SPECS[variant].class_name}.from_local ...")

@@ -3,9 +3,12 @@
     python -m scripts.bench_concurrency --weights DIR [--variants turbo,standard]
         [--turbo-levels 1,2,4,8,16] [--turbo-tokens 100] [--standard-levels 1,2,4,8] [--standard-tokens 60]
         [--multilingual-levels 1,2,4] [--multilingual-tokens 60] [--device auto|cpu|cuda]
-        [--dtype auto|float32|bfloat16|float16] [--threads N] [--plot build/bench/concurrency.png]
+        [--dtype auto|float32|bfloat16|float16] [--vocoder batched|sliced|both] [--threads N]
+        [--plot build/bench/concurrency.png]
 
-Per variant, one predictor process (only that variant, MAX_CONCURRENT_REQUESTS = the highest level).
+Per variant, one predictor process (only that variant, MAX_CONCURRENT_REQUESTS = the highest level),
+or one per vocoder mode with `--vocoder both` (BATCH_VOCODER true, then false; the serial baseline,
+the same either way, is measured once).
 Request i has its own seed and text; level N sends requests 0..N-1.
 - serial: requests 0..max-1 each alone, one after another (after one warm-up request); the serial
   figure for level N is the sum of the first N (the same requests, one after another);
@@ -48,6 +51,7 @@ TEXTS = [
     "Request {i} reads a different sentence, so that prompts differ in length a little.",
     "Number {i} arrives together with the others and shares the model with them.",
 ]
+VOCODER_MODES = {"batched": ("batched",), "sliced": ("sliced",), "both": ("batched", "sliced")}
 STARTED = time.monotonic()
 
 
@@ -69,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"speech-token cap per {variant} request (default {DEFAULT_TOKENS[variant]})",
         )
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the predictor's DTYPE (default auto)")
+    parser.add_argument(
+        "--vocoder",
+        choices=tuple(VOCODER_MODES),
+        default="batched",
+        help="BATCH_VOCODER of the concurrent runs: batched (default), sliced, or both side by side",
+    )
     parser.add_argument("--plot", type=Path, default=Path("build/bench/concurrency.png"), help="PNG to write")
 
 
@@ -125,63 +135,73 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
     levels = levels_of(args, variant)
     tokens = getattr(args, f"{variant}_tokens")
     top = levels[-1]
-    log(f"{variant}: starting the predictor (DTYPE={args.dtype}, MAX_CONCURRENT_REQUESTS={top}) ...")
-    predictor = PredictorProcess(
-        weights,
-        voices,
-        [variant],
-        device,
-        args.threads,
-        env_overrides={"MAX_CONCURRENT_REQUESTS": str(top), "DTYPE": args.dtype},
-    )
-    try:
-        predictor.wait_ready()
-        log(f"{variant}: warm-up")
-        run_level(predictor.url, variant, [0], tokens, args.seed + 10_000)
-        serial = []
-        for i in range(top):
-            log(f"{variant}: serial request {i + 1}/{top}")
-            serial.append(run_level(predictor.url, variant, [i], tokens, args.seed))
-        rows = []
-        for level in levels:
-            log(f"{variant}: {level} concurrent")
-            concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
-            serial_wall = sum(s["wall_s"] for s in serial[:level])
-            serial_audio = sum(s["audio_s"] for s in serial[:level])
-            rows.append(
-                {
-                    "level": level,
-                    "audio_s": concurrent["audio_s"],
-                    "serial_wall_s": serial_wall,
-                    "wall_s": concurrent["wall_s"],
-                    "throughput": concurrent["audio_s"] / concurrent["wall_s"],
-                    "serial_throughput": serial_audio / serial_wall,
-                    "ttfa_median_s": statistics.median(concurrent["ttfa_s"]),
-                    "ttfa_p95_s": p95(concurrent["ttfa_s"]),
-                    "latency_median_s": statistics.median(concurrent["latency_s"]),
-                    "latency_p95_s": p95(concurrent["latency_s"]),
-                }
-            )
-        return {"variant": variant, "tokens": tokens, "rows": rows, "serial_ttfa_s": serial[0]["ttfa_s"][0]}
-    finally:
-        predictor.stop()
+    serial: list[dict] = []
+    rows = []
+    for vocoder in VOCODER_MODES[args.vocoder]:
+        log(
+            f"{variant}: starting the predictor (DTYPE={args.dtype}, MAX_CONCURRENT_REQUESTS={top}, vocoder {vocoder}) ..."
+        )
+        predictor = PredictorProcess(
+            weights,
+            voices,
+            [variant],
+            device,
+            args.threads,
+            env_overrides={
+                "MAX_CONCURRENT_REQUESTS": str(top),
+                "DTYPE": args.dtype,
+                "BATCH_VOCODER": str(vocoder == "batched").lower(),
+            },
+        )
+        try:
+            predictor.wait_ready()
+            log(f"{variant}: warm-up")
+            run_level(predictor.url, variant, [0], tokens, args.seed + 10_000)
+            # A request alone runs the same way in both modes: the serial baseline is measured once.
+            for i in range(len(serial), top):
+                log(f"{variant}: serial request {i + 1}/{top}")
+                serial.append(run_level(predictor.url, variant, [i], tokens, args.seed))
+            for level in levels:
+                log(f"{variant}: {level} concurrent (vocoder {vocoder})")
+                concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
+                serial_wall = sum(s["wall_s"] for s in serial[:level])
+                serial_audio = sum(s["audio_s"] for s in serial[:level])
+                rows.append(
+                    {
+                        "vocoder": vocoder,
+                        "level": level,
+                        "audio_s": concurrent["audio_s"],
+                        "serial_wall_s": serial_wall,
+                        "wall_s": concurrent["wall_s"],
+                        "throughput": concurrent["audio_s"] / concurrent["wall_s"],
+                        "serial_throughput": serial_audio / serial_wall,
+                        "ttfa_median_s": statistics.median(concurrent["ttfa_s"]),
+                        "ttfa_p95_s": p95(concurrent["ttfa_s"]),
+                        "latency_median_s": statistics.median(concurrent["latency_s"]),
+                        "latency_p95_s": p95(concurrent["latency_s"]),
+                    }
+                )
+        finally:
+            predictor.stop()
+    return {"variant": variant, "tokens": tokens, "rows": rows, "serial_ttfa_s": serial[0]["ttfa_s"][0]}
 
 
 def render(results: list[dict]) -> str:
     lines = [
         "Concurrency: N streamed requests at once vs the same N one after another (same run)",
         "",
-        "| variant | cap | N | audio s | serial wall s | concurrent wall s | audio s per wall s "
-        "| ratio to serial | TTFA median / p95 s | latency median / p95 s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | cap | vocoder | N | audio s | serial wall s | concurrent wall s | audio s per wall s "
+        "| ratio to serial | TTFA median / p95 s | TTFA ÷ serial TTFA | latency median / p95 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for row in result["rows"]:
             lines.append(
-                f"| {result['variant']} | {result['tokens']} | {row['level']} | {row['audio_s']:.1f} "
+                f"| {result['variant']} | {result['tokens']} | {row['vocoder']} | {row['level']} | {row['audio_s']:.1f} "
                 f"| {row['serial_wall_s']:.1f} | {row['wall_s']:.1f} | {row['throughput']:.2f} "
                 f"| {row['throughput'] / row['serial_throughput']:.2f}x "
                 f"| {row['ttfa_median_s']:.2f} / {row['ttfa_p95_s']:.2f} "
+                f"| {row['ttfa_median_s'] / result['serial_ttfa_s']:.2f}x "
                 f"| {row['latency_median_s']:.1f} / {row['latency_p95_s']:.1f} |"
             )
     return "\n".join(lines)
@@ -195,13 +215,20 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for result in results:
-        levels = [row["level"] for row in result["rows"]]
-        name = result["variant"]
-        left.plot(levels, [row["throughput"] for row in result["rows"]], marker="o", label=f"{name} concurrent")
-        left.plot(levels, [row["serial_throughput"] for row in result["rows"]], linestyle="--", label=f"{name} serial")
-        right.plot(levels, [row["ttfa_median_s"] for row in result["rows"]], marker="o", label=f"{name} median")
-        right.plot(
-            levels, [row["ttfa_p95_s"] for row in result["rows"]], marker="x", linestyle=":", label=f"{name} p95"
+        modes = sorted({row["vocoder"] for row in result["rows"]})
+        for vocoder in modes:
+            rows = [row for row in result["rows"] if row["vocoder"] == vocoder]
+            levels = [row["level"] for row in rows]
+            name = result["variant"] if len(modes) == 1 else f"{result['variant']} ({vocoder} vocoder)"
+            left.plot(levels, [row["throughput"] for row in rows], marker="o", label=f"{name} concurrent")
+            right.plot(levels, [row["ttfa_median_s"] for row in rows], marker="o", label=f"{name} median")
+            right.plot(levels, [row["ttfa_p95_s"] for row in rows], marker="x", linestyle=":", label=f"{name} p95")
+        rows = [row for row in result["rows"] if row["vocoder"] == modes[0]]
+        left.plot(
+            [row["level"] for row in rows],
+            [row["serial_throughput"] for row in rows],
+            linestyle="--",
+            label=f"{result['variant']} serial",
         )
     for axis, label in ((left, "audio seconds per wall second"), (right, "time to first audio (s)")):
         axis.set_xscale("log", base=2)
@@ -224,7 +251,7 @@ def config_line(args: argparse.Namespace, device: str) -> str:
     return (
         f"Config: device={device} ({hardware}); DTYPE={args.dtype} ({precision.describe()}); "
         f"threads={args.threads or f'torch default ({torch.get_num_threads()})'}; "
-        f"CPU flags: {' '.join(shown) or 'none of ' + ','.join(SHOWN_CPU_FLAGS)}; "
+        f"CPU flags: {' '.join(shown) or 'none of ' + ','.join(SHOWN_CPU_FLAGS)}; vocoder={args.vocoder}; "
         + "; ".join(
             f"{v}: levels {','.join(map(str, levels_of(args, v)))} cap {getattr(args, f'{v}_tokens')}"
             for v in args.variants
