@@ -36,6 +36,8 @@ VALUES = {"cpu": ("values-cpu.yaml",), "gpu": ("values-gpu.yaml",)}
 # The chart may only set these; the code check below compares them with what the code reads.
 PREDICTOR_ENV = {
     "DEVICE",
+    "DTYPE",
+    "BATCH_VOCODER",
     "LOAD_STANDARD",
     "LOAD_TURBO",
     "LOAD_MULTILINGUAL",
