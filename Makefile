@@ -69,7 +69,7 @@ run: $(SETUP_STAMP)
 	PREDICTOR_HTTP_PORT=$(PREDICTOR_HTTP_PORT) PREDICTOR_GRPC_PORT=$(PREDICTOR_GRPC_PORT) $(PY) -m scripts.run_local
 
 bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
-	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS)) --tables main,streaming,concurrency
+	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS)) --tables main,streaming,concurrency,precision
 
 manifests: $(SETUP_STAMP)
 	$(PY) -m scripts.render_manifests --helm $(HELM)

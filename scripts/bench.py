@@ -3,7 +3,7 @@
 
     python -m scripts.bench --weights DIR [--variants standard,turbo] [--tokens 30] [--repeats 3]
                             [--device auto|cpu|cuda] [--text TEXT] [--seed S] [--threads N]
-                            [--tables main,streaming] [--stream-tokens 200] [--stream-repeats 1] [--stream-seed 3]
+                            [--tables main,streaming,concurrency,precision] [--stream-tokens 200] [--stream-repeats 1] [--stream-seed 3]
                             [--json PATH]
 
 Tables (one function each; `--tables` picks them):
@@ -24,6 +24,12 @@ Tables (one function each; `--tables` picks them):
   false vs true): TTFA, streamed total, the stall-free start-up delay a player needs (max over
   chunks of arrival minus the chunk's start time in the audio), and TTFA and streamed total as
   ratios of the unstreamed latency.
+- concurrency (scripts/bench_concurrency.py): N streamed requests at once against the same N one
+  after another, per variant and level, with the batched (and with `--vocoder both` the sliced)
+  vocoder; writes a PNG.
+- precision (scripts/bench_precision.py): `--precision-dtype` against float32 on the real engine:
+  how often the same tokens are sampled, and the audio's distance from float32 against float32's
+  own run-to-run noise floor.
 
 The upstream token cap is forced as tests/test_conformance.py does it (upstream hard-codes 1000):
 `t3.inference(max_new_tokens=N)`, or for turbo `t3.inference_turbo(max_gen_len=N-1)`.
@@ -66,7 +72,7 @@ from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 from predictor.engine.variants import VARIANT_SPECS
 from scripts.random_weights import write_reference_wav
 
-from . import bench_concurrency
+from . import bench_concurrency, bench_precision
 from .bench_adapter import AdapterProcess
 from .bench_cpu import CpuMonitor
 from .bench_predictor import PredictorProcess
@@ -81,7 +87,7 @@ DEFAULT_STREAM_TEXT = (
     "can start playing long before the whole utterance has been generated and vocoded"
 )
 DEFAULT_STREAM_SEED = 3  # the issue's seed; the log says when a run stops before the cap (then pick another)
-TABLES = ("main", "streaming", "concurrency")
+TABLES = ("main", "streaming", "concurrency", "precision")
 CONTENTION_WARN_CORES = 0.25  # other processes busier than this during timed calls: say the numbers are noisy
 STARTED = time.monotonic()
 
@@ -130,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write all results (raw times too) here")
     bench_concurrency.add_arguments(parser)  # the concurrency table (scripts/bench_concurrency.py)
+    bench_precision.add_arguments(parser)  # the precision table (scripts/bench_precision.py)
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -627,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     if "concurrency" in args.tables:
         with contextlib.redirect_stdout(sys.stderr):
             out += [bench_concurrency.run(args, weights, device), ""]
+    if "precision" in args.tables:
+        with contextlib.redirect_stdout(sys.stderr):
+            out += [bench_precision.run(args, str(weights), device), ""]
     print("\n".join(out), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
