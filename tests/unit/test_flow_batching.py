@@ -1,0 +1,98 @@
+"""FlowBatch (predictor/engine/flow_batching.py) with a stand-in estimator: queued calls of
+different lengths run as one padded pass and each task gets exactly its own rows and frames back."""
+
+from __future__ import annotations
+
+import contextlib
+
+import greenlet
+import pytest
+import torch
+
+from predictor.engine import tasks
+from predictor.engine.flow_batching import FlowBatch
+
+
+def estimator(x, mask, mu, t, spks=None, cond=None, r=None):
+    """Per-frame and per-row maths only, like the real estimator on unpadded frames."""
+    out = x * 2 + mu * mask + t[:, None, None] + spks.mean(dim=1)[:, None, None]
+    return out if r is None else out + r[:, None, None]
+
+
+def inputs(frames: int, seed: int, meanflow: bool = False) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    rows = 2  # both CFG rows, as upstream's solver calls it
+    return {
+        "x": torch.randn(rows, 80, frames, generator=g),
+        "mask": torch.ones(rows, 1, frames),
+        "mu": torch.randn(rows, 80, frames, generator=g),
+        "t": torch.rand(rows, generator=g),
+        "spks": torch.randn(rows, 80, generator=g),
+        "cond": torch.randn(rows, 80, frames, generator=g),
+        "r": torch.rand(rows, generator=g) if meanflow else None,
+    }
+
+
+def run_as_tasks(flow: FlowBatch, calls: list[dict]) -> list[torch.Tensor]:
+    results: list = [None] * len(calls)
+
+    def body(i: int):
+        def run():
+            results[i] = flow(**calls[i])
+
+        return run
+
+    pending = [tasks.Task(body(i), greenlet.getcurrent(), lambda: False) for i in range(len(calls))]
+    for task in pending:
+        task.resume()  # each queues its call and waits
+    assert len(flow) == len(calls)
+    flow.run_pending()
+    for task in pending:
+        assert task.runnable
+        task.resume()
+        assert task.dead
+    return results
+
+
+def test_calls_of_different_lengths_share_one_pass_and_get_their_own_output():
+    flow = FlowBatch(estimator, contextlib.nullcontext)
+    calls = [inputs(frames, seed) for seed, frames in enumerate((37, 120, 64))]
+    outputs = run_as_tasks(flow, calls)
+    assert flow.calls == 1 and flow.rows_served == 6
+    for call, output in zip(calls, outputs, strict=True):
+        assert output.shape == call["x"].shape
+        assert torch.equal(output, estimator(**call))
+
+
+def test_calls_with_and_without_meanflow_input_run_in_separate_passes():
+    flow = FlowBatch(estimator, contextlib.nullcontext)
+    calls = [inputs(30, 1), inputs(40, 2, meanflow=True), inputs(50, 3)]
+    outputs = run_as_tasks(flow, calls)
+    assert flow.calls == 2
+    for call, output in zip(calls, outputs, strict=True):
+        assert torch.equal(output, estimator(**call))
+
+
+def test_a_failing_pass_fails_its_calls_only():
+    def fragile(**kw):
+        if kw["x"].shape[0] > 2:
+            raise RuntimeError("out of memory")
+        return estimator(**kw)
+
+    flow = FlowBatch(fragile, contextlib.nullcontext)
+    calls = [inputs(20, 1), inputs(25, 2)]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_as_tasks(flow, calls)
+    # Outside a task the estimator runs at once, alone.
+    assert torch.equal(flow(**calls[0]), estimator(**calls[0]))
+
+
+def test_disabled_batching_runs_each_call_alone():
+    flow = FlowBatch(estimator, contextlib.nullcontext, enabled=False)
+    call = inputs(20, 5)
+    results = []
+    task = tasks.Task(lambda: results.append(flow(**call)), greenlet.getcurrent(), lambda: False)
+    task.resume()  # pauses once before its call
+    assert not task.dead and len(flow) == 0
+    task.resume()
+    assert task.dead and torch.equal(results[0], estimator(**call)) and flow.calls == 0
