@@ -169,12 +169,14 @@ def test_bad_audio_prompts(predictor):
     assert "INVALID_ARGUMENT" in str(grpc_error.value.status())
 
 
+def _in_flight(predictor) -> float:
+    text = requests.get(f"{predictor.http_url}/metrics").text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{")
+    )
+
+
 def test_too_many_requests_get_429_with_a_message(predictor):
-    def in_flight() -> float:
-        text = requests.get(f"{predictor.http_url}/metrics").text
-        return sum(
-            float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatterbox_requests_in_flight{")
-        )
 
     slow = {"max_new_tokens": 40, "seed": 3}
     workers = [
@@ -183,7 +185,7 @@ def test_too_many_requests_get_429_with_a_message(predictor):
     for worker in workers:
         worker.start()
     deadline = time.monotonic() + 120
-    while in_flight() < 2 and time.monotonic() < deadline:
+    while _in_flight(predictor) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     error = _error(lambda: http_infer(predictor.http_url, "standard", "One too many.", FEW_TOKENS))
     grpc_status = None
@@ -216,3 +218,22 @@ def test_metrics(predictor, voices_dir):
         "request_predict_seconds",
     ):
         assert name in text, name
+
+
+def test_requests_for_different_variants_do_not_wait_for_each_other(predictor):
+    """A long standard request in flight: a short turbo request is served while it still runs (each
+    variant's batch steps every scheduler tick), not after it."""
+    finished: dict[str, float] = {}
+
+    def call(model: str, params: dict) -> None:
+        http_infer(predictor.http_url, model, "Side by side.", params)
+        finished[model] = time.monotonic()
+
+    long_standard = threading.Thread(target=call, args=("standard", {"max_new_tokens": 40, "seed": 5}))
+    long_standard.start()
+    deadline = time.monotonic() + 120
+    while not _in_flight(predictor) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    call("turbo", FEW_TOKENS)
+    long_standard.join()
+    assert finished["turbo"] < finished["standard"], finished
