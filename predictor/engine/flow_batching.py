@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import tasks
 
+ESTIMATOR_ARGS = ("x", "mask", "mu", "t", "spks", "cond", "r")  # the estimator's forward(), in order
 FRAME_INPUTS = ("x", "mask", "mu", "cond")  # (rows, channels, frames): padded on the frame axis; the rest are per row
 
 
@@ -61,11 +62,11 @@ class FlowBatch:
 
     def __call__(self, *args, **inputs) -> torch.Tensor:
         """The wrapped estimator: queue and wait inside a task; otherwise run now."""
-        if args or tasks.current() is None:  # upstream passes keywords; anything else runs as is
-            if args:
-                tasks.pause()
+        # Upstream's CFG solver passes keywords, its meanflow solver (turbo) `x` by position.
+        inputs.update(zip(ESTIMATOR_ARGS, args, strict=False))
+        if tasks.current() is None:
             with self._autocast():
-                return self._forward(*args, **inputs)
+                return self._forward(**inputs)
         if not self.enabled:
             tasks.pause()
             with self._autocast():

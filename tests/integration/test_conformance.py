@@ -19,6 +19,7 @@ from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
 CAP = 5
+BATCHED_AUDIO_ATOL = 1e-4  # full-scale samples; measured: 1.8e-7 for two standard requests sharing flow passes
 
 
 CASES = {
@@ -76,6 +77,7 @@ def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predi
         ),
     }
     together: dict[str, np.ndarray] = {}
+    tokens_together: dict[str, int] = {}
     spans: dict[str, tuple[float, float]] = {}
     barrier = threading.Barrier(len(requests_))
 
@@ -83,7 +85,9 @@ def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predi
         text, params = requests_[name]
         barrier.wait()
         started = time.monotonic()
-        together[name] = http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
+        result = http_infer(predictor.http_url, "standard", text, params)
+        together[name] = result.as_numpy("audio")
+        tokens_together[name] = result.get_response()["parameters"]["speech_tokens"]
         spans[name] = (started, time.monotonic())
 
     threads = [threading.Thread(target=run, args=(name,)) for name in requests_]
@@ -96,9 +100,11 @@ def test_concurrent_requests_with_different_voices_get_what_they_get_alone(predi
     # Each ran for a while with the other in flight: at least a third of the shorter one.
     assert overlap > 0.33 * min(a_end - a_start, b_end - b_start), spans
     alone = {
-        name: http_infer(predictor.http_url, "standard", text, params).as_numpy("audio")
-        for name, (text, params) in requests_.items()
+        name: http_infer(predictor.http_url, "standard", text, params) for name, (text, params) in requests_.items()
     }
     for name in requests_:
-        np.testing.assert_array_equal(together[name], alone[name])
-    assert not np.array_equal(alone["alice"][:1000], alone["bob"][:1000])
+        # The same tokens; the audio within float rounding: their flow ODE steps shared batched passes
+        # (predictor/engine/flow_batching.py), whose matmuls round differently from a pass of one.
+        assert tokens_together[name] == alone[name].get_response()["parameters"]["speech_tokens"]
+        np.testing.assert_allclose(together[name], alone[name].as_numpy("audio"), rtol=0, atol=BATCHED_AUDIO_ATOL)
+    assert not np.array_equal(alone["alice"].as_numpy("audio")[:1000], alone["bob"].as_numpy("audio")[:1000])
