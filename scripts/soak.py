@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openai
@@ -69,6 +70,9 @@ VOICE_CACHE_SIZE = 4
 VOICE_SECONDS = 6.0
 VOICE_SAMPLE_RATE = 48000
 VOICE_CHANNELS = 2
+# The predictor's torch threads. The soak measures memory, not speed: one thread keeps a request's time
+# steady on a shared machine, where OpenMP's barriers over two threads on two busy cores stall for seconds.
+TORCH_THREADS = 1
 NEW_VOICE_EVERY = 10
 KINDS = ("plain", "streamed", "websocket", "openai")
 REQUEST_TIMEOUT_S = 300.0
@@ -82,6 +86,7 @@ class SoakConfig:
     max_new_tokens: int = MAX_NEW_TOKENS
     bound_mib: float = GROWTH_BOUND_MIB
     voice_seconds: float = VOICE_SECONDS
+    threads: int | None = TORCH_THREADS  # None: torch's default (one per core)
     weights: Path = ROOT / "build" / "random-weights"
     out: Path = ROOT / "build" / "soak"
 
@@ -169,6 +174,8 @@ class Stack:
             LOG_LEVEL="warning",
             PYTHONUNBUFFERED="1",
         )
+        if config.threads is not None:
+            env.update(OMP_NUM_THREADS=str(config.threads), MKL_NUM_THREADS=str(config.threads))
         if config.leak_voices:
             env[LEAK_VOICES_SWITCH] = "1"
         http_port = free_port()
@@ -193,6 +200,10 @@ class Stack:
             raise
         self.predictor_process = psutil.Process(self.predictor.popen.pid)
         self.adapter_process = psutil.Process(self.adapter.popen.pid)
+
+    def log_tails(self, characters: int = 3000) -> str:
+        processes = [self.predictor] + ([self.adapter] if self.adapter is not None else [])
+        return "\n".join(f"--- {p.name} log (end) ---\n{p.output()[-characters:]}" for p in processes)
 
     @property
     def url(self) -> str:
@@ -239,14 +250,15 @@ class Client:
         self.voice = name
 
     def plain(self, text: str, seed: int) -> None:
-        body = {"text": text, "model": "turbo", "voice": self._voice(seed)}
+        body: dict[str, Any] = {"text": text, "model": "turbo", "voice": self._voice(seed)}
         response = self.session.post(f"{self.url}/api/tts", json=body, timeout=REQUEST_TIMEOUT_S)
         _expect(response.status_code == 200, f"plain: {response.status_code} {response.text[:200]}")
         samples, _ = sf.read(io.BytesIO(response.content))
         _expect(len(samples) > 0, "plain: no audio")
 
     def streamed(self, text: str, seed: int) -> None:
-        body = {"text": text, "model": "turbo", "voice": self._voice(seed), "audio": {"format": "pcm", "stream": True}}
+        body: dict[str, Any] = {"text": text, "model": "turbo", "voice": self._voice(seed)}
+        body["audio"] = {"format": "pcm", "stream": True}
         with self.session.post(f"{self.url}/api/tts", json=body, stream=True, timeout=REQUEST_TIMEOUT_S) as response:
             _expect(response.status_code == 200, f"streamed: {response.status_code} {response.text[:200]}")
             received = sum(len(piece) for piece in response.iter_content(chunk_size=None))
@@ -337,7 +349,7 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] = lambda line: 
         voices_dir = Path(folder) / "voices"
         voices_dir.mkdir()
         started = time.monotonic()
-        stack = Stack(config, voices_dir, config.out)
+        stack = Stack(config, voices_dir, Path(folder))
         progress(f"soak ({config.run_name}): stack ready in {time.monotonic() - started:.0f} s")
         client = Client(stack, config.max_new_tokens, config.voice_seconds)
         samples: list[dict] = []
@@ -358,7 +370,10 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] = lambda line: 
             started = time.monotonic()
             sample(0, "start")
             for number in range(config.requests):
-                kind = send(client, number)
+                try:
+                    kind = send(client, number)
+                except (SoakRequestError, OSError) as exc:
+                    raise SoakRequestError(f"request {number}: {exc}\n{stack.log_tails()}") from None
                 kinds[kind] = kinds.get(kind, 0) + 1
                 sample(number + 1, kind)
                 if (number + 1) % 100 == 0:
@@ -457,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="speech tokens per request")
     parser.add_argument("--bound-mib", type=float, default=GROWTH_BOUND_MIB, help="growth allowed after warm-up")
     parser.add_argument("--voice-seconds", type=float, default=VOICE_SECONDS, help="length of each new voice")
+    parser.add_argument(
+        "--threads", type=int, default=TORCH_THREADS, help="the predictor's torch threads (0: one per core)"
+    )
     parser.add_argument("--weights", type=Path, default=ROOT / "build" / "random-weights")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "soak")
     args = parser.parse_args(argv)
@@ -467,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         bound_mib=args.bound_mib,
         voice_seconds=args.voice_seconds,
+        threads=args.threads or None,
         weights=args.weights,
         out=args.out,
     )
