@@ -34,9 +34,10 @@ def test_rss_stays_within_the_bound_over_mixed_requests(weights_dir, capsys):
 
 
 def test_the_negative_control_trips_the_bound(weights_dir, capsys):
-    """Every request pins its reference (2.2 MiB): 30 requests after the warm-up are 66 MiB over a 32 MiB bound."""
+    """Every request pins its reference (2.2 MiB): 30 requests after the warm-up are some 60 MiB, over the
+    32 MiB bound (measured: +54 MiB; the normal run: under 1 MiB)."""
     report = run_soak(SoakConfig(requests=60, warmup=WARMUP, leak_voices=True, weights=weights_dir, out=ARTIFACTS))
     _report(capsys, report)
     assert not report.predictor.within_bound, table(report)
-    assert report.predictor.growth_mib > 1.5 * report.predictor.bound_mib, table(report)
+    assert report.predictor.slope_mib_per_100 > 50, table(report)  # a steady climb, not one step
     assert report.adapter.within_bound, "the leak is the predictor's; the adapter stays flat"
