@@ -8,6 +8,7 @@ left exactly as it was. Requests then carry their own conditionals.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -19,6 +20,14 @@ from pathlib import Path
 import soundfile
 
 from contract.voice_paths import VoicePathError, resolve_voice_path
+
+logger = logging.getLogger(__name__)
+
+# Test-only: the negative control of the soak (scripts/soak.py), which must show that it catches a leak.
+# "1" turns the cache into the leak reported upstream (resemble-ai/chatterbox #205, #218: voices pinned
+# in memory): no prepared voice is ever evicted, and every request's reference audio is kept. Never set it
+# in a deployment.
+LEAK_VOICES_SWITCH = "CHATTERBOX_TEST_LEAK_VOICES"
 
 
 class VoiceError(ValueError):
@@ -105,10 +114,16 @@ class ConditionalsCache:
         self._entries: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._lock = threading.Lock()
         self._on_lookup = on_lookup
+        self._leak = os.environ.get(LEAK_VOICES_SWITCH) == "1"
+        self._pinned: list[VoiceSource] = []  # only with the leak switch
+        if self._leak:
+            logger.warning("%s=1: every voice is kept in memory (a test-only leak)", LEAK_VOICES_SWITCH)
 
     def get_or_prepare(self, variant: str, voice: VoiceSource, prepare: Callable[[str], object]) -> object:
         key = (variant, voice.digest)
         with self._lock:
+            if self._leak:
+                self._pinned.append(voice)
             if key in self._entries:
                 self._entries.move_to_end(key)
                 self._report(variant, True)
@@ -120,7 +135,7 @@ class ConditionalsCache:
         with self._lock:
             self._entries[key] = conds
             self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
+            while len(self._entries) > self._capacity and not self._leak:
                 self._entries.popitem(last=False)
         return conds
 

@@ -105,3 +105,36 @@ def test_safe_upload_names():
     for bad in ("noext", "x.txt", ".wav", "..", ""):
         with pytest.raises(VoicePathError):
             safe_voice_filename(bad)
+
+
+def _prepared_voices(cache, count: int) -> list[str]:
+    """Prepare `count` distinct voices; returns the paths each preparation was given (its calls)."""
+    from predictor.engine.voices import voice_from_bytes
+
+    calls: list[str] = []
+    for n in range(count):
+        cache.get_or_prepare("turbo", voice_from_bytes(f"voice {n}".encode()), calls.append)
+    return calls
+
+
+def test_the_voice_cache_evicts_the_least_recently_used(monkeypatch):
+    from predictor.engine.voices import LEAK_VOICES_SWITCH, ConditionalsCache, voice_from_bytes
+
+    monkeypatch.delenv(LEAK_VOICES_SWITCH, raising=False)
+    cache = ConditionalsCache(2)
+    assert len(_prepared_voices(cache, 3)) == 3
+    assert len(cache._entries) == 2 and cache._pinned == []
+    again: list[str] = []
+    cache.get_or_prepare("turbo", voice_from_bytes(b"voice 0"), again.append)
+    assert len(again) == 1, "the oldest voice was evicted and is prepared again"
+
+
+def test_the_test_only_leak_switch_keeps_every_voice_and_request(monkeypatch):
+    """The soak's negative control (scripts/soak.py) depends on it."""
+    from predictor.engine.voices import LEAK_VOICES_SWITCH, ConditionalsCache, voice_from_bytes
+
+    monkeypatch.setenv(LEAK_VOICES_SWITCH, "1")
+    cache = ConditionalsCache(2)
+    _prepared_voices(cache, 3)
+    cache.get_or_prepare("turbo", voice_from_bytes(b"voice 0"), lambda path: pytest.fail("prepared again"))
+    assert len(cache._entries) == 3 and len(cache._pinned) == 4
