@@ -83,7 +83,8 @@ def decode(engine: ChatterboxEngine, variant: str, text: str, seed: int, tokens:
     generator = torch.Generator(device=engine.device).manual_seed(seed)
     with torch.inference_mode():
         t3_cond = engine._t3_cond(loaded, request)
-        sampled = list(engine._speech_tokens(loaded, request.pieces[0], t3_cond, request.params, generator))
+        prefix = engine._prefix_lookup(loaded, request)
+        sampled = list(engine._speech_tokens(loaded, request.pieces[0], t3_cond, request.params, generator, prefix))
     return request, sampled
 
 

@@ -11,6 +11,7 @@ its own, and the token cap is the request's.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -26,6 +27,10 @@ from transformers.generation.logits_process import (
 )
 
 from .params import SynthesisParams
+from .prompt_prefix import PromptPrefix, run_prefix
+
+# Given how to compute a voice's prompt prefix, returns it (from the cache when it is there).
+PrefixLookup = Callable[[Callable[[], PromptPrefix]], PromptPrefix]
 
 
 class _RequestAlignmentAnalyzer(AlignmentStreamAnalyzer):
@@ -35,11 +40,14 @@ class _RequestAlignmentAnalyzer(AlignmentStreamAnalyzer):
     def _add_attention_spy(self, tfmr, buffer_idx, layer_idx, head_idx):
         pass
 
-    def observe(self, attentions, row: int = 0, padding: int = 0) -> None:
+    def observe(self, attentions, row: int = 0, padding: int = 0, skipped_queries: int = 0) -> None:
         """`row` is the request's conditional row in the batch and `padding` its left padding: the
-        columns before it are other requests' alignment, not this one's (and are masked to zero)."""
+        columns before it are other requests' alignment, not this one's (and are masked to zero).
+        `skipped_queries`: a prefill on a cached prompt prefix has no query rows for the prefix; the
+        analyzer reads only the rows after the text, so zero rows stand in for them."""
         for buffer_idx, (layer_idx, head_idx) in enumerate(LLAMA_ALIGNED_HEADS):
-            self.last_aligned_attns[buffer_idx] = attentions[layer_idx][row, head_idx, :, padding:].float().cpu()
+            attention = attentions[layer_idx][row, head_idx, :, padding:].float().cpu()
+            self.last_aligned_attns[buffer_idx] = F.pad(attention, (0, 0, skipped_queries, 0))
 
 
 class SpeechDecoder:
@@ -49,10 +57,11 @@ class SpeechDecoder:
     rows: int
     wants_attentions = False
 
-    def __init__(self, t3, params: SynthesisParams, generator: torch.Generator):
+    def __init__(self, t3, params: SynthesisParams, generator: torch.Generator, prefix: PrefixLookup | None = None):
         self.t3 = t3
         self.params = params
         self.generator = generator
+        self.prefix = prefix  # None: the whole prompt is prefilled, as upstream does
         self.tokens: deque[int] = deque()  # sampled, not yet taken by the request
         self.finished = False  # no more tokens will come
         self.cache = None  # the prefill's DynamicCache, until a batch takes it over
@@ -92,8 +101,8 @@ class CfgDecoder(SpeechDecoder):
 
     rows = 2
 
-    def __init__(self, t3, backend, t3_cond, text_tokens, params, generator, multilingual: bool):
-        super().__init__(t3, params, generator)
+    def __init__(self, t3, backend, t3_cond, text_tokens, params, generator, multilingual: bool, prefix=None):
+        super().__init__(t3, params, generator, prefix)
         self.backend = backend
         self.t3_cond = t3_cond
         self.text_tokens = text_tokens
@@ -129,19 +138,37 @@ class CfgDecoder(SpeechDecoder):
             )
         bos_embed = t3.speech_emb(self.generated_ids) + t3.speech_pos_emb.get_fixed_embedding(0)
         bos_embed = torch.cat([bos_embed, bos_embed])  # batch of 2: conditional and unconditional
-        output = self.backend(
-            inputs_embeds=torch.cat([embeds, bos_embed], dim=1),
-            past_key_values=None,
-            use_cache=True,
-            output_attentions=True,
-            output_hidden_states=True,
-            return_dict=True,
-        )
-        self.cache = output.past_key_values
-        self.length = embeds.size(1) + 1
-        self.logits = output.logits[:, -1, :]
+        inputs = torch.cat([embeds, bos_embed], dim=1)
+        self.length = inputs.size(1)
+        if self.prefix is None:
+            output = self.backend(
+                inputs_embeds=inputs,
+                past_key_values=None,
+                use_cache=True,
+                output_attentions=True,
+                output_hidden_states=True,
+                return_dict=True,
+            )
+            self.cache = output.past_key_values
+            self.logits = output.logits[:, -1, :]
+            skipped = 0
+        else:
+            # Both rows share the conditioning (only the unconditional row's text is zeroed).
+            llama = self.backend.model
+            prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
+            output = llama(
+                inputs_embeds=inputs[:, prefix.length :],
+                past_key_values=prefix.cache(rows=2),
+                use_cache=True,
+                output_attentions=True,
+                output_hidden_states=True,
+                return_dict=True,
+            )
+            self.cache = output.past_key_values
+            self.logits = t3.speech_head(output.hidden_states[-1][:, -1:])[:, -1, :]
+            skipped = prefix.length
         if self.analyzer is not None:
-            self.analyzer.observe(output.attentions)
+            self.analyzer.observe(output.attentions, skipped_queries=skipped)
 
     def sample(self) -> None:
         params = self.params
@@ -183,8 +210,8 @@ class TurboDecoder(SpeechDecoder):
 
     rows = 1
 
-    def __init__(self, t3, t3_cond, text_tokens, params, generator):
-        super().__init__(t3, params, generator)
+    def __init__(self, t3, t3_cond, text_tokens, params, generator, prefix=None):
+        super().__init__(t3, params, generator, prefix)
         self.t3_cond = t3_cond
         self.text_tokens = text_tokens
         processors = LogitsProcessorList()
@@ -203,10 +230,16 @@ class TurboDecoder(SpeechDecoder):
     def prefill(self) -> None:
         t3 = self.t3
         start = t3.hp.start_speech_token * torch.ones_like(self.text_tokens[:, :1])
-        embeds, _ = t3.prepare_input_embeds(
+        embeds, len_cond = t3.prepare_input_embeds(
             t3_cond=self.t3_cond, text_tokens=self.text_tokens, speech_tokens=start, cfg_weight=0.0
         )
-        out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
+        if self.prefix is None:
+            out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
+        else:
+            prefix = self.prefix(lambda: run_prefix(t3.tfmr, embeds[:, :len_cond]))
+            out = t3.tfmr(
+                inputs_embeds=embeds[:, prefix.length :], past_key_values=prefix.cache(rows=1), use_cache=True
+            )
         self.cache = out.past_key_values
         self.length = embeds.size(1)
         self.logits = t3.speech_head(out[0][:, -1:])[:, -1, :]

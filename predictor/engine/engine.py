@@ -14,6 +14,7 @@ no upstream module is in the middle of a call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import secrets
@@ -32,10 +33,11 @@ from contract.variants import SAMPLE_RATE
 
 from ..upstream_patches import tolerate_missing_chinese_segmenter
 from .batching import T3Batch, speech_tokens
-from .decode import CfgDecoder, SpeechDecoder, TurboDecoder
+from .decode import CfgDecoder, PrefixLookup, SpeechDecoder, TurboDecoder
 from .flow_batching import FlowBatch
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .precision import resolve_precision
+from .prompt_prefix import PromptPrefixCache
 from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
 from .variants import VARIANT_SPECS, VariantSpec
@@ -56,6 +58,7 @@ class LoadedVariant:
     punc_norm: Callable[[str], str]
     batch: T3Batch  # the variant's requests decoding together
     flow: FlowBatch  # the variant's requests' flow ODE steps, run together
+    prefixes: PromptPrefixCache  # T3's KV of each voice's conditioning prompt
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class ChatterboxEngine:
             punc_norm=module.punc_norm,
             batch=T3Batch(model.t3, self.precision.t3_autocast),
             flow=flow,
+            prefixes=PromptPrefixCache(self.settings.prompt_prefix_cache_size),
         )
 
     def _batch_flow(self, estimator) -> FlowBatch:
@@ -210,11 +214,12 @@ class ChatterboxEngine:
         loaded = self.variants[request.variant]
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         t3_cond = self._t3_cond(loaded, request)
+        prefix = self._prefix_lookup(loaded, request)
         index = 0
         with torch.inference_mode():
             for piece_index, piece in enumerate(request.pieces):
                 last_piece = piece_index == len(request.pieces) - 1
-                tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator)
+                tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator, prefix)
                 parts = (
                     self._stream_piece(loaded, request, piece_index, tokens, cancelled)
                     if stream
@@ -287,8 +292,21 @@ class ChatterboxEngine:
                 ).to(device=self.device)
         return cond
 
+    def _prefix_lookup(self, loaded: LoadedVariant, request: PreparedRequest) -> PrefixLookup | None:
+        if not loaded.prefixes.enabled:
+            return None
+        # The voice fixes the prefix, and with CFG the exaggeration too (T3's emotion input).
+        detail = float(request.params.exaggeration) if loaded.spec.uses_cfg else None
+        return functools.partial(loaded.prefixes.get, request.conds, detail)
+
     def _speech_tokens(
-        self, loaded: LoadedVariant, piece: str, t3_cond, params: SynthesisParams, generator
+        self,
+        loaded: LoadedVariant,
+        piece: str,
+        t3_cond,
+        params: SynthesisParams,
+        generator,
+        prefix: PrefixLookup | None,
     ) -> Generator[int, None, None]:
         model = loaded.model
         text = loaded.punc_norm(piece)
@@ -297,7 +315,7 @@ class ChatterboxEngine:
             text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(
                 self.device
             )
-            decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator)
+            decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator, prefix)
         else:
             if loaded.spec.name == "multilingual":
                 text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
@@ -315,6 +333,7 @@ class ChatterboxEngine:
                 params,
                 generator,
                 multilingual=loaded.spec.name == "multilingual",
+                prefix=prefix,
             )
         return speech_tokens(decoder, loaded.batch, self.precision.t3_autocast)
 

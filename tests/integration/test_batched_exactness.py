@@ -89,7 +89,8 @@ def token_stream(engine, request):
     loaded = engine.variants[request.variant]
     generator = torch.Generator(device=engine.device).manual_seed(request.seed)
     t3_cond = engine._t3_cond(loaded, request)
-    return engine._speech_tokens(loaded, request.pieces[0], t3_cond, request.params, generator)
+    prefix = engine._prefix_lookup(loaded, request)
+    return engine._speech_tokens(loaded, request.pieces[0], t3_cond, request.params, generator, prefix)
 
 
 class TokensOnly:
