@@ -122,6 +122,7 @@ class ChatterboxEngine:
                 speech_enc=t3.speech_emb,
                 speech_head=t3.speech_head,
             )
+        self.precision.store_t3_weights(model.t3)
         flow = self._batch_flow(model.s3gen.flow.decoder.estimator)
         return LoadedVariant(
             spec=spec,

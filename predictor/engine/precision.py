@@ -1,11 +1,14 @@
-"""DTYPE: the precision of each model component, applied as autocast where it pays.
+"""DTYPE: the precision of each model component.
 
-`auto` is bfloat16 on CUDA, and on a CPU with native bfloat16 (AMX or AVX512-BF16) for the S3Gen flow
-decoder only; float32 elsewhere. Measured on a 2-core AMX CPU with random weights: the flow under
-bf16 autocast is 1.8x faster, the T3 decode step is not faster (136 ms fp32 vs 160-182 ms bf16,
-it is bound by small matmuls and cache copies), so T3 stays float32 there. HiFT always runs in
-float32 (its STFT needs it). `float32` everywhere is what the conformance tests pin: only then is a
-request sample-identical to upstream.
+`auto` is bfloat16 for T3 and the S3Gen flow decoder on CUDA and on a CPU with native bfloat16 (AMX or
+AVX512-BF16); float32 elsewhere. HiFT always runs in float32 (its STFT needs it). The flow runs under
+bf16 autocast; T3's backbone keeps its linear weights in bf16 (see `store_t3_weights`). Measured on
+a 2-core AMX CPU with random weights, 2 threads, the first streamed chunk (14 tokens): the flow is
+1.8x faster in bf16; a T3 step under autocast alone was not faster (136 ms fp32 against 160-182 ms:
+every step re-cast every weight), with weights stored in bf16 it is: standard 226 -> 70 ms per step
+(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). What bf16
+changes in the tokens and the audio is measured by `make bench` (precision table). `float32`
+everywhere is what the conformance tests pin: only then is a request sample-identical to upstream.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ class Precision:
     def flow_autocast(self) -> contextlib.AbstractContextManager:
         return _autocast(self.device, self.flow)
 
+    def store_t3_weights(self, t3: torch.nn.Module) -> None:
+        """Keep the T3 backbone's linear weights in the T3 dtype. Autocast alone casts every weight
+        on every decode step (its cast cache lives only as long as one autocast block, and each
+        step is one), which costs more than bf16 saves; weights stored in bf16 halve what each step
+        reads. Everything else stays float32 and autocast casts activations as before."""
+        if self.t3 == torch.float32:
+            return
+        backbone = getattr(t3, "tfmr", t3)
+        for module in backbone.modules():
+            if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":  # GPT-2's linear layers
+                module.to(self.t3)
+
     def describe(self) -> str:
         return f"t3={_name(self.t3)} flow={_name(self.flow)} hift=float32"
 
@@ -59,7 +74,7 @@ def resolve_precision(setting: str, device: str) -> Precision:
         if device == "cuda":
             return Precision(device, torch.bfloat16, torch.bfloat16)
         if device == "cpu" and cpu_has_native_bf16():
-            return Precision(device, torch.float32, torch.bfloat16)
+            return Precision(device, torch.bfloat16, torch.bfloat16)
         return Precision(device, torch.float32, torch.float32)
     dtype = getattr(torch, setting)
     return Precision(device, dtype, dtype)

@@ -151,6 +151,8 @@ def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices
     """Streamed requests vocoding at the same time share each flow ODE step (flow_batching.py): each
     still gets the audio it gets alone, up to the float rounding of a differently shaped pass."""
     variant = engine.variant
+    if variant == "multilingual":
+        pytest.skip("multilingual vocodes with standard's S3Gen, which the standard case covers")
     references = voices(voices_dir)
     requests = []
     for i, text in enumerate(TEXTS[:3]):

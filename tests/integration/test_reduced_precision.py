@@ -1,0 +1,56 @@
+"""The bf16 path on the real engine (random-weight checkpoints): T3's backbone weights stored in bf16,
+and requests that run through it, alone and streamed, produce the audio they
+should. (Conformance pins float32; how far bf16 moves tokens and audio is the bench's precision table.)"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.config import PredictorSettings
+from predictor.engine.engine import ChatterboxEngine
+
+pytestmark = pytest.mark.slow
+TOKENS = 12
+
+
+@pytest.fixture(scope="module", params=["turbo", "standard"])
+def engine(request, weights_dir):
+    settings = PredictorSettings(
+        model_dir=str(weights_dir),
+        load_standard=request.param == "standard",
+        load_turbo=request.param == "turbo",
+        dtype="bfloat16",
+    )
+    engine = ChatterboxEngine(settings)
+    engine.load()
+    engine.variant = request.param
+    yield engine
+    engine.variants.clear()
+    gc.collect()
+
+
+def test_t3_backbone_weights_are_stored_in_bf16_and_the_rest_in_float32(engine):
+    t3 = engine.variants[engine.variant].model.t3
+    linear = [m for m in t3.tfmr.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert t3.speech_head.weight.dtype == torch.float32  # logits are sampled in float32
+    assert t3.speech_emb.weight.dtype == torch.float32
+
+
+def test_a_bf16_request_gives_full_length_finite_audio_streamed_or_not(engine):
+    request = engine.prepare(engine.variant, "Reduced precision still speaks.", {"seed": 5, "max_new_tokens": TOKENS})
+    whole = list(engine.chunks(request, stream=False))
+    streamed = list(engine.chunks(request, stream=True))
+    tokens = sum(c.speech_tokens for c in whole)
+    assert 0 < tokens <= TOKENS and sum(c.speech_tokens for c in streamed) == tokens  # random weights may stop early
+    for chunks in (whole, streamed):
+        audio = np.concatenate([c.samples for c in chunks])
+        assert audio.dtype == np.float32 and np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert sum(len(c.samples) for c in streamed) == sum(len(c.samples) for c in whole)
+    # The prompt prefix was kept for the next request of the voice.
+    prefixes = engine.variants[engine.variant].prefixes
+    assert len(prefixes) == 1 and prefixes.hits >= 1
