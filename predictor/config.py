@@ -31,7 +31,7 @@ class PredictorSettings(SharedSettings):
     # 0: every request prefills its whole prompt.
     prompt_prefix_cache_size: int = Field(8, ge=0)
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
-    stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (6, 25, 50)
+    stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 
     @field_validator("device", "dtype", mode="before")
     @classmethod
@@ -45,9 +45,9 @@ class PredictorSettings(SharedSettings):
             try:
                 value = tuple(int(part) for part in value.split(",") if part.strip())
             except ValueError:
-                raise ValueError("must be positive integers separated by commas, e.g. 6,25,50") from None
+                raise ValueError("must be positive integers separated by commas, e.g. 5,25,50") from None
         if not value or min(value) < 1:
-            raise ValueError("must be positive integers separated by commas, e.g. 6,25,50")
+            raise ValueError("must be positive integers separated by commas, e.g. 5,25,50")
         return value
 
     @model_validator(mode="after")

@@ -26,7 +26,9 @@ import torch
 from chatterbox.models.s3gen.s3gen import S3Token2Mel
 
 SAMPLES_PER_FRAME = 480  # 24 kHz, 50 mel frames per second (2 per speech token)
-OVERLAP_FRAMES = 8  # mel frames HiFT re-renders at each seam
+# Mel frames HiFT re-renders at each seam. 4 and 8 measured alike in the streaming quality test (away
+# from seams 1.13x and 1.14x the noise floor, standard); 4 holds back two tokens fewer before the first chunk.
+OVERLAP_FRAMES = 4
 OVERLAP_SAMPLES = OVERLAP_FRAMES * SAMPLES_PER_FRAME
 NOISE_BLOCK_FRAMES = 64
 WATERMARK_CONTEXT = 4800  # 0.2 s of earlier audio in front of each watermark window
@@ -34,6 +36,9 @@ WATERMARK_FADE = 480  # 20 ms seam between watermark windows
 # Audio the vocoder and the watermark keep back at each seam, in whole tokens.
 HELD_BACK_TOKENS = -(-(OVERLAP_SAMPLES + WATERMARK_FADE) // (2 * SAMPLES_PER_FRAME))
 CONTEXT_TOKENS = 50  # left context of each flow run, in tokens (prompt tail, then speech already rendered)
+# The first run's context is the voice prompt's tail alone, and the first chunk's flow run is what the
+# listener waits for: a shorter one there.
+FIRST_CONTEXT_TOKENS = 20
 
 
 def _raised_cosine(length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +109,9 @@ class ChunkedVocoder:
         """Speech mel frames from `mel_frames_done` on; without finalize, the last `lookahead` tokens'
         frames are dropped, since they were made without look-ahead."""
         done_tokens = self.mel_frames_done // 2
-        speech_context = min(done_tokens, self.context_tokens)
-        prompt_context = min(self.prompt_tokens, self.context_tokens - speech_context)
+        context = self.context_tokens if done_tokens else min(self.context_tokens, FIRST_CONTEXT_TOKENS)
+        speech_context = min(done_tokens, context)
+        prompt_context = min(self.prompt_tokens, context - speech_context)
         context_token = [self.prompt_token[:, self.prompt_tokens - prompt_context :]]
         context_feat = [self.prompt_feat[:, self.prompt_feat.shape[1] - 2 * prompt_context :]]
         if speech_context:
