@@ -71,6 +71,7 @@ def engine(request, weights_dir):
         load_turbo=variant == "turbo",
         load_multilingual=variant == "multilingual",
         dtype="float32",
+        prompt_prefix_cache_size=8,  # requests prefill on their voice's cached prompt prefix
     )
     engine = ChatterboxEngine(settings)
     engine.load()

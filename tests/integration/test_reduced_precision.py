@@ -24,6 +24,7 @@ def engine(request, weights_dir):
         load_standard=request.param == "standard",
         load_turbo=request.param == "turbo",
         dtype="bfloat16",
+        prompt_prefix_cache_size=8,
     )
     engine = ChatterboxEngine(settings)
     engine.load()
