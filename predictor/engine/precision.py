@@ -46,11 +46,17 @@ class Precision:
             return
         backbone = getattr(t3, "tfmr", t3)
         for module in backbone.modules():
-            if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":  # GPT-2's linear layers
+            if is_linear_layer(module):
                 module.to(self.t3)
 
     def describe(self) -> str:
         return f"t3={_name(self.t3)} flow={_name(self.flow)} hift=float32"
+
+
+def is_linear_layer(module: torch.nn.Module) -> bool:
+    """A dense layer: torch's Linear, or transformers' Conv1D (GPT-2's linear layers, by name since its
+    import path moved between transformers releases)."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
 def cpu_flags() -> set[str]:
