@@ -15,6 +15,7 @@ from contract.settings import SettingsError, load_settings
 from .config import PredictorSettings
 from .engine.engine import ChatterboxEngine
 from .extension_routes import add_routes
+from .heap import release_free_heap
 from .metrics import record_voice_cache
 from .model import ChatterboxModel
 from .service import SynthesisService
@@ -42,7 +43,7 @@ def main() -> None:
         kserve_logging.configure_logging(args.log_config_file)
     logging.getLogger().setLevel(settings.logging_level)
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
-    torch_thread = TorchThread()
+    torch_thread = TorchThread(on_idle=release_free_heap if settings.release_heap_when_idle else None)
     torch_thread.call(engine.load)
     service = SynthesisService(engine, settings.max_concurrent_requests, torch_thread, settings.drain_timeout_s)
     refuse_malformed_rest_requests()

@@ -27,10 +27,11 @@ class PredictorSettings(SharedSettings):
     model_dir: str | None = None  # unset: --model_dir (kserve's storage initializer's /mnt/models)
     max_new_tokens: int = Field(1000, ge=1)
     voice_cache_size: int = Field(32, ge=1)
-    # Voices whose T3 conditioning-prompt KV is kept (engine/prompt_prefix.py; turbo float32: 74 MB each);
-    # 0: every request prefills its whole prompt. Off by default for now: with it on, the memory soak's
-    # predictor RSS grew 17-52 MiB after the warm-up (bound 32) as voices turned over.
-    prompt_prefix_cache_size: int = Field(0, ge=0)
+    # Voices whose T3 conditioning-prompt KV is kept (engine/prompt_prefix.py; turbo: 37 MB each in
+    # bf16, 74 MB in float32); 0: every request prefills its whole prompt.
+    prompt_prefix_cache_size: int = Field(8, ge=0)
+    # Give freed heap memory back to the OS each time the predictor runs out of work (predictor/heap.py).
+    release_heap_when_idle: bool = True
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 

@@ -29,9 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class TorchThread:
-    def __init__(self) -> None:
+    def __init__(self, on_idle: Callable[[], object] | None = None) -> None:
+        """`on_idle()` runs each time the thread has done some work and is about to wait for more."""
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._tick: Callable[[], bool] | None = None
+        self._on_idle = on_idle
         self._thread = threading.Thread(target=self._loop, name="torch", daemon=True)
         self._thread.start()
 
@@ -56,12 +58,20 @@ class TorchThread:
 
     def _loop(self) -> None:
         busy = False
+        worked = False
         while True:
+            if worked and not busy and self._jobs.empty() and self._on_idle is not None:
+                worked = False
+                try:
+                    self._on_idle()
+                except Exception:
+                    logger.exception("idle hook failed")
             try:
                 job = self._jobs.get(block=not busy)
             except queue.Empty:
                 job = None
             if job is not None:
+                worked = True
                 future, fn, args = job
                 if future.set_running_or_notify_cancel():
                     try:

@@ -62,8 +62,10 @@ GROWTH_BOUND_MIB = 32.0
 WINDOW = 10
 # Speech tokens per request: enough for real audio through every codec, few enough for 1,000 requests on CPU.
 MAX_NEW_TOKENS = 6
-# A small voice cache fills early (its size times ten requests), so the plateau comes early too.
-VOICE_CACHE_SIZE = 4
+# A small voice cache fills early and turns over from then on, so the plateau comes early too: a voice
+# costs its prepared conditionals and T3 prompt prefix (turbo bf16: 37 MB), and until the cache is full
+# every new voice adds that much (see `shortest_warmup`).
+VOICE_CACHE_SIZE = 2
 # New voices are 6 s clips (turbo needs more than 5 s; a longer one costs every request more S3Gen
 # prompt) as a recording tool exports them: 48 kHz stereo 32-bit float WAV, 2.2 MiB. Upstream resamples to
 # mono 24 and 16 kHz, so the model's work is that of any 6 s clip; the file's size is what the leak control
@@ -76,6 +78,15 @@ VOICE_CHANNELS = 2
 TORCH_THREADS = 1
 NEW_VOICE_EVERY = 10
 KINDS = ("plain", "streamed", "websocket", "openai")
+
+
+def shortest_warmup() -> int:
+    """The last request before the voice after the first eviction: a shorter warm-up would count
+    voices filling the cache as growth."""
+    first_eviction = VOICE_CACHE_SIZE * NEW_VOICE_EVERY + 1
+    return first_eviction + NEW_VOICE_EVERY - 1
+
+
 REQUEST_TIMEOUT_S = 300.0
 
 
@@ -345,6 +356,10 @@ def send(client: Client, number: int) -> str:
 def run_soak(config: SoakConfig, progress: Callable[[str], None] = lambda line: None) -> SoakReport:
     if not 0 < config.warmup < config.requests - WINDOW:
         raise ValueError(f"the warm-up ({config.warmup}) must leave at least {WINDOW} requests after it")
+    if config.warmup < shortest_warmup():
+        raise ValueError(
+            f"the warm-up ({config.warmup}) must reach request {shortest_warmup()}, after the voice cache turns over"
+        )
     config.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chatterbox-soak-") as folder:
         voices_dir = Path(folder) / "voices"
@@ -468,7 +483,11 @@ def table(report: SoakReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests to send (default 1000)")
-    parser.add_argument("--warmup", type=int, help="requests before the plateau is taken (default a fifth)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="requests before the plateau is taken (default a fifth, at least the voice cache's turnover)",
+    )
     parser.add_argument("--leak-voices", action="store_true", help=f"the negative control ({LEAK_VOICES_SWITCH}=1)")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="speech tokens per request")
     parser.add_argument("--bound-mib", type=float, default=GROWTH_BOUND_MIB, help="growth allowed after warm-up")
@@ -481,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = SoakConfig(
         requests=args.requests,
-        warmup=args.warmup if args.warmup is not None else args.requests // 5,
+        warmup=args.warmup if args.warmup is not None else max(args.requests // 5, shortest_warmup()),
         leak_voices=args.leak_voices,
         max_new_tokens=args.max_new_tokens,
         bound_mib=args.bound_mib,

@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from scripts.processes import ROOT
-from scripts.soak import NEW_VOICE_EVERY, SoakConfig, run_soak, table
+from scripts.soak import NEW_VOICE_EVERY, SoakConfig, run_soak, shortest_warmup, table
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "soak"
-# The voice cache is full and the allocator's pools grown well before this (README, "Memory soak").
-WARMUP = 30
+# The voice cache has turned over once, and the allocator's pools have grown (README, "Memory soak").
+WARMUP = shortest_warmup()
 
 
 def _report(capsys, report) -> None:

@@ -41,7 +41,6 @@ def predictor_env(weights_dir: Path, voices_dir: Path, **overrides: str) -> dict
             "MAX_NEW_TOKENS": "40",  # server-wide cap: clients that never send max_new_tokens (the seed examples) stay quick
             "PYTHONUNBUFFERED": "1",
             "DTYPE": "float32",  # the conformance tests compare with upstream sample for sample
-            "PROMPT_PREFIX_CACHE_SIZE": "8",  # conformance runs through the prompt prefix cache
         }
     )
     env.update(overrides)

@@ -97,3 +97,47 @@ def test_a_full_service_answers_429_and_an_abandoned_stream_frees_its_slot():
     assert asyncio.run(scenario())[:2] == [0, 1]
     assert "long" in engine.closed and service._in_flight == 0
     assert [i for name, i in engine.log if name == "long"][-1] < 49  # it stopped early
+
+
+def test_the_idle_hook_runs_once_the_torch_thread_has_nothing_left():
+    """RELEASE_HEAP_WHEN_IDLE: the heap is released after work, never while requests run."""
+    engine = StepEngine(steps=5)
+    idle_calls: list[int] = []
+    torch_thread = TorchThread(on_idle=lambda: idle_calls.append(len(engine.log)))
+    service = SynthesisService(engine, 2, torch_thread)
+
+    async def both():
+        return await asyncio.gather(collect(service, "a"), collect(service, "b"))
+
+    assert asyncio.run(both()) == [[0, 1, 2, 3, 4]] * 2
+    for _ in range(200):  # the hook runs after the last tick, on the torch thread
+        if idle_calls and idle_calls[-1] == 10:
+            break
+        threading.Event().wait(0.01)
+    assert idle_calls and idle_calls[-1] == 10, idle_calls
+    assert all(count in (0, 10) for count in idle_calls), f"the hook ran mid-request: {idle_calls}"
+    calls = len(idle_calls)
+    threading.Event().wait(0.1)
+    assert len(idle_calls) == calls, "an idle thread does not call the hook again"
+
+
+def test_release_free_heap_gives_memory_back_on_glibc():
+    import platform
+
+    import psutil
+
+    from predictor.heap import release_free_heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    process = psutil.Process()
+    # Freed chunks below glibc's mmap threshold stay resident in the heap until trimmed; the last one
+    # keeps the heap's top from shrinking on its own.
+    chunks = [bytearray(64 * 1024) for _ in range(2048)]  # 128 MiB in 64 KiB pieces
+    anchor = chunks.pop()
+    del chunks
+    before = process.memory_info().rss
+    assert release_free_heap()
+    freed = before - process.memory_info().rss
+    del anchor
+    assert freed > 64 * 1024 * 1024, f"only {freed / 2**20:.0f} MiB were given back"
