@@ -77,6 +77,9 @@ VOICE_CHANNELS = 2
 # steady on a shared machine, where OpenMP's barriers over two threads on two busy cores stall for seconds.
 TORCH_THREADS = 1
 NEW_VOICE_EVERY = 10
+# Pause before each sample: the predictor releases its free heap once it goes idle (predictor/heap.py),
+# milliseconds after the response's last bytes left it; a sample taken before that reads 40-60 MiB higher.
+SETTLE_S = 0.1
 KINDS = ("plain", "streamed", "websocket", "openai")
 
 
@@ -372,6 +375,7 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] = lambda line: 
         kinds: dict[str, int] = {}
 
         def sample(number: int, kind: str) -> None:
+            time.sleep(SETTLE_S)
             samples.append(
                 {
                     "request": number,

@@ -178,7 +178,7 @@ def _in_flight(predictor) -> float:
 
 def test_too_many_requests_get_429_with_a_message(predictor):
 
-    slow = {"max_new_tokens": 40, "seed": 3}
+    slow = {"max_new_tokens": 20, "seed": 3}  # seconds of work: in flight while the probes are refused
     workers = [
         threading.Thread(target=http_infer, args=(predictor.http_url, "standard", "Busy.", slow)) for _ in range(2)
     ]
