@@ -15,10 +15,10 @@ Design: a left-padded batch KV cache.
 - With no padding at all (a request alone, or rows of equal length) the pass is called exactly as
   upstream calls it (no mask, default positions), so a request alone is sample-identical to upstream.
 
-Why not a static or paged cache: transformers' DynamicCache already grows by one column per step
-(as upstream's own loop does); left padding needs nothing from the model but the mask and
-position ids that every HF decoder accepts, and join/leave cost one copy of the cache, once per
-request, not per step.
+Why not a static or paged cache: left padding needs nothing from the model but the mask and position
+ids that every HF decoder accepts, and join/leave cost one copy of the cache, once per request, not
+per step. The cache keeps spare columns (kv_cache.py), so a step writes its column in place rather
+than copying the cache as DynamicCache's concatenation does.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from collections.abc import Callable, Generator
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import DynamicCache
 
 from . import tasks
 from .decode import SpeechDecoder
+from .kv_cache import ReservedCache
 
 
 class T3Batch:
@@ -42,7 +42,7 @@ class T3Batch:
         self.autocast = autocast
         self.members: list[SpeechDecoder] = []
         self.padding: list[int] = []  # left padding columns of each member
-        self.cache: DynamicCache | None = None
+        self.cache: ReservedCache | None = None
         self.length = 0  # columns in the cache
 
     def __len__(self) -> int:
@@ -52,7 +52,9 @@ class T3Batch:
     def join(self, decoder: SpeechDecoder) -> None:
         cache, decoder.cache = decoder.cache, None
         if not self.members:
-            self.members, self.padding, self.cache, self.length = [decoder], [0], cache, decoder.length
+            assert cache is not None  # prefilled
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            self.members, self.padding, self.cache, self.length = [decoder], [0], ReservedCache(layers), decoder.length
             return
         assert self.cache is not None and cache is not None  # both prefilled
         grow = max(0, decoder.length - self.length)
@@ -65,7 +67,7 @@ class T3Batch:
                     for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values))
                 )
             )
-        self.cache = DynamicCache(ddp_cache_data=layers)
+        self.cache = ReservedCache(layers)
         self.padding = [p + grow for p in self.padding] + [own]
         self.members.append(decoder)
         self.length += grow
@@ -94,7 +96,7 @@ class T3Batch:
             (_rows(layer.keys, index)[:, :, trim:], _rows(layer.values, index)[:, :, trim:])
             for layer in self.cache.layers
         ]
-        self.cache = DynamicCache(ddp_cache_data=layers)
+        self.cache = ReservedCache(layers)
         self.members, self.padding = keep, [p - trim for p in padding]
         self.length -= trim
 
