@@ -38,6 +38,7 @@ class _Call:
     inputs: dict
     frames: int
     rows: int
+    urgent: bool  # its request awaits its first audio
     output: torch.Tensor | None = None
     error: BaseException | None = None
     done: bool = field(default=False)
@@ -64,14 +65,20 @@ class FlowBatch:
         """The wrapped estimator: queue and wait inside a task; otherwise run now."""
         # Upstream's CFG solver passes keywords, its meanflow solver (turbo) `x` by position.
         inputs.update(zip(ESTIMATOR_ARGS, args, strict=False))
-        if tasks.current() is None:
+        task = tasks.current()
+        if task is None:
             with self._autocast():
                 return self._forward(**inputs)
         if not self.enabled:
             tasks.pause()
             with self._autocast():
                 return self._forward(**inputs)
-        call = _Call(inputs=inputs, frames=int(inputs["x"].shape[-1]), rows=int(inputs["x"].shape[0]))
+        call = _Call(
+            inputs=inputs,
+            frames=int(inputs["x"].shape[-1]),
+            rows=int(inputs["x"].shape[0]),
+            urgent=task.awaiting_first_audio,
+        )
         self._pending.append(call)
         tasks.wait_until(lambda: call.done)
         if call.error is not None:
@@ -82,8 +89,9 @@ class FlowBatch:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def run_pending(self) -> None:
-        """Run every queued call as one forward pass (calls that cannot share a pass run in groups)."""
+    def run_pending(self) -> bool:
+        """Run every queued call as one forward pass (calls that cannot share a pass run in groups);
+        returns whether one of them was for a request awaiting its first audio."""
         pending, self._pending = self._pending, []
         groups: dict[tuple, list[_Call]] = {}
         for call in pending:
@@ -99,6 +107,7 @@ class FlowBatch:
                 continue
             for call, output in zip(calls, outputs, strict=True):
                 call.output, call.done = output, True
+        return any(call.urgent for call in pending)
 
     def _run_group(self, calls: list[_Call]) -> list[torch.Tensor]:
         self.calls += 1

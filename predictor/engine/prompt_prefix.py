@@ -10,7 +10,8 @@ With the prefix cached, a request's prefill runs only its text and the start tok
 
 Entries belong to a voice's conditionals object (the voice cache's entry, or the built-in voice) and
 die with it, so the voice cache's bound applies; this cache's own LRU bounds them further, since an
-entry is large (turbo, float32: 376 positions x 24 layers x K and V x 1024 = 74 MB).
+entry is large (turbo: 376 positions x 24 layers x K and V x 1024 values = 37 MB in bf16, 74 MB in
+float32).
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ class Task(greenlet.greenlet):
         super().__init__(run, parent)
         self.waiting: Callable[[], bool] | None = None
         self.cancelled = cancelled
+        # A streamed request before its first chunk: its flow ODE steps go before its variant's T3
+        # step in a tick (scheduler.py), since they are all its listener waits for.
+        self.awaiting_first_audio = False
         self.started = False
         self._rng: list[torch.Tensor] | None = None
 

@@ -96,3 +96,19 @@ def test_disabled_batching_runs_each_call_alone():
     assert not task.dead and len(flow) == 0
     task.resume()
     assert task.dead and torch.equal(results[0], estimator(**call)) and flow.calls == 0
+
+
+@pytest.mark.parametrize("awaiting", [(False, False), (False, True)])
+def test_a_pass_says_whether_it_served_a_request_awaiting_its_first_audio(awaiting):
+    """The scheduler holds the variant's T3 step for a tick when it did (scheduler.py)."""
+    flow = FlowBatch(estimator, contextlib.nullcontext)
+    pending = []
+    for seed, first in enumerate(awaiting):
+        task = tasks.Task(lambda seed=seed: flow(**inputs(16, seed)), greenlet.getcurrent(), lambda: False)
+        task.awaiting_first_audio = first
+        task.resume()
+        pending.append(task)
+    assert flow.run_pending() is any(awaiting)
+    for task in pending:
+        task.resume()
+    assert all(task.dead for task in pending)
