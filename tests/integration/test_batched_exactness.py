@@ -27,7 +27,7 @@ from predictor.engine.scheduler import END, Scheduler
 from predictor.engine.voices import BUILTIN_VOICE, voice_from_bytes
 
 pytestmark = pytest.mark.slow
-CAP = 28  # tokens per request: long enough for every late arrival to overlap the early ones
+CAP = 42  # tokens per request: at least 40 each (the bar), with room for a rare early stop token
 MAX_FLIPPED_REQUESTS = 0  # float32: no flip seen (turbo, 3 requests joining mid-flight: 36/36 tokens identical)
 VOCODED_CAP = 30  # tokens per request in the vocoding test: a few chunks each
 MAX_VOCODED_DIFFERENCE = 1e-3  # float32 rounding through the flow's ODE steps and HiFT, in full-scale samples
@@ -138,7 +138,7 @@ def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir
 
     assert max(sizes) >= 5, f"requests should have overlapped in the batch (sizes seen: {sorted(set(sizes))})"
     lengths = [len(tokens) for tokens in alone.values()]
-    assert min(lengths) >= CAP - 4 or variant == "multilingual", lengths  # the alignment analyzer may stop early
+    assert min(lengths) >= 40 or variant == "multilingual", lengths  # the alignment analyzer may stop early
     flipped = [seed for seed, tokens in alone.items() if runner.recorded[seed] != tokens]
     matched = sum(
         next((k for k, (a, b) in enumerate(zip(tokens, runner.recorded[seed])) if a != b), len(tokens))
