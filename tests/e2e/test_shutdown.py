@@ -229,7 +229,8 @@ def test_predictor_sigterm_drains_the_stream_and_refuses_new_work(weights_dir, v
             instant["error"] = exc
 
     try:
-        stream = _stream(predictor.http_url, TWO_PIECES, 6)
+        # Long enough (seconds of decoding) that the predictor is still draining it while the checks run.
+        stream = _stream(predictor.http_url, TWO_PIECES, 30)
         assert stream.status_code == 200
         events = _events(stream)
         assert next(events)["type"] == "chunk"
