@@ -81,6 +81,7 @@ NEW_VOICE_EVERY = 10
 # milliseconds after the response's last bytes left it; a sample taken before that reads 40-60 MiB higher.
 SETTLE_S = 0.1
 KINDS = ("plain", "streamed", "websocket", "openai")
+REQUEST_TIMEOUT_S = 300.0
 
 
 def shortest_warmup() -> int:
@@ -88,9 +89,6 @@ def shortest_warmup() -> int:
     voices filling the cache as growth."""
     first_eviction = VOICE_CACHE_SIZE * NEW_VOICE_EVERY + 1
     return first_eviction + NEW_VOICE_EVERY - 1
-
-
-REQUEST_TIMEOUT_S = 300.0
 
 
 @dataclass

@@ -35,13 +35,13 @@ class ReservedLayer(DynamicLayer):
         self._value_buffer[:, :, :columns] = values
         self._set_columns(columns)
 
-    def _set_columns(self, columns: int) -> None:
-        self.columns = columns
-        self.keys = self._key_buffer[:, :, :columns]
-        self.values = self._value_buffer[:, :, :columns]
-
     def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._key_buffer[:, :, : self.columns], self._value_buffer[:, :, : self.columns]
+
+    def _set_columns(self, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.columns = columns
+        self.keys, self.values = views = self._views()
+        return views
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, cache_kwargs: dict | None = None
@@ -51,8 +51,7 @@ class ReservedLayer(DynamicLayer):
             self._reserve(*self._views(), max(SPARE_COLUMNS, end - start))
         self._key_buffer[:, :, start:end] = key_states
         self._value_buffer[:, :, start:end] = value_states
-        self._set_columns(end)
-        return self._views()
+        return self._set_columns(end)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         keys, values = self._views()
