@@ -4,6 +4,7 @@
     python -m scripts.bench --weights DIR [--variants standard,turbo] [--tokens 30] [--repeats 3]
                             [--device auto|cpu|cuda] [--text TEXT] [--seed S] [--threads N]
                             [--tables main,streaming,concurrency,precision] [--stream-tokens 200] [--stream-repeats 1] [--stream-seed 3]
+                            [--stream-without-adapter]
                             [--json PATH]
 
 Tables (one function each; `--tables` picks them):
@@ -126,6 +127,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stream-repeats", type=int, default=1, help="timed calls per variant in the streaming table (default 1)"
+    )
+    parser.add_argument(
+        "--stream-without-adapter",
+        action="store_true",
+        help="streaming table: the predictor's route only (for hosts without the adapter's codecs, e.g. a GPU box)",
     )
     parser.add_argument("--stream-text", default=DEFAULT_STREAM_TEXT, help="text for the streaming table")
     parser.add_argument(
@@ -445,31 +451,33 @@ def streaming_table(ctx: Context, variant: str) -> dict:
     predictor = ctx.ready(variant)
     params = {"seed": args.stream_seed, "max_new_tokens": args.stream_tokens}
     voice = dict(params)  # the WebSocket's `voice` object carries the same sampling parameters
-    adapter = AdapterProcess(predictor.url, ctx.voices_dir)
+    adapter = None if args.stream_without_adapter else AdapterProcess(predictor.url, ctx.voices_dir)
     try:
-        adapter.wait_ready()
-        log(f"{variant}: streaming warm-up (short infer, stream and WebSocket say)")
+        log(f"{variant}: streaming warm-up (short infer and stream{', WebSocket say' if adapter else ''})")
         short = {**params, "max_new_tokens": min(10, args.stream_tokens)}
         predictor.infer(variant, args.stream_text, short)
         predictor.stream(variant, args.stream_text, short)
-        adapter.say(variant, args.stream_text, {**voice, "max_new_tokens": short["max_new_tokens"]}, stream=True)
-        routes = {
+        routes: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
             "predictor (SSE)": (
                 lambda: predictor.infer(variant, args.stream_text, params),
                 lambda: predictor.stream(variant, args.stream_text, params),
-            ),
-            "adapter (WebSocket)": (
+            )
+        }
+        if adapter is not None:
+            adapter.wait_ready()
+            adapter.say(variant, args.stream_text, {**voice, "max_new_tokens": short["max_new_tokens"]}, stream=True)
+            routes["adapter (WebSocket)"] = (
                 lambda: adapter.say(variant, args.stream_text, voice, stream=False),
                 lambda: adapter.say(variant, args.stream_text, voice, stream=True),
-            ),
-        }
+            )
         key = f"streaming/{variant}"
         rows = []
         for route, (unstreamed_call, streamed_call) in routes.items():
             runs = []
             for r in range(args.stream_repeats):
-                unstreamed = ctx.measured(key, unstreamed_call, extra_pids=(adapter.popen.pid,))
-                streamed = ctx.measured(key, streamed_call, extra_pids=(adapter.popen.pid,))
+                extra_pids = (adapter.popen.pid,) if adapter is not None else ()
+                unstreamed = ctx.measured(key, unstreamed_call, extra_pids=extra_pids)
+                streamed = ctx.measured(key, streamed_call, extra_pids=extra_pids)
                 unstreamed_s = unstreamed.seconds if hasattr(unstreamed, "seconds") else unstreamed.total_seconds
                 log(
                     f"{variant} [{r + 1}/{args.stream_repeats}] {route}: unstreamed {unstreamed_s:.2f} s; streamed: "
@@ -480,7 +488,8 @@ def streaming_table(ctx: Context, variant: str) -> dict:
                 runs.append((unstreamed_s, unstreamed, streamed))
             rows.append(streaming_row(variant, route, runs, args.stream_tokens))
     finally:
-        adapter.stop()
+        if adapter is not None:
+            adapter.stop()
     return {"variant": variant, "rows": rows, **ctx.contention(key)}
 
 

@@ -4,14 +4,17 @@
         [--turbo-levels 1,2,4,8,16] [--turbo-tokens 100] [--standard-levels 1,2,4,8] [--standard-tokens 60]
         [--multilingual-levels 1,2,4] [--multilingual-tokens 60] [--device auto|cpu|cuda]
         [--dtype auto|float32|bfloat16|float16] [--vocoder batched|sliced|both] [--threads N]
-        [--plot build/bench/concurrency.png]
+        [--serial-requests K] [--plot build/bench/concurrency.png]
 
 Per variant, one predictor process (only that variant, MAX_CONCURRENT_REQUESTS = the highest level),
 or one per vocoder mode with `--vocoder both` (BATCH_VOCODER true, then false; the serial baseline,
 the same either way, is measured once).
 Request i has its own seed and text; level N sends requests 0..N-1.
 - serial: requests 0..max-1 each alone, one after another (after one warm-up request); the serial
-  figure for level N is the sum of the first N (the same requests, one after another);
+  figure for level N is the sum of the first N (the same requests, one after another). With
+  `--serial-requests K` only the first K run alone, and a level N > K takes N times their mean wall
+  time (marked ≈ in the table): on a GPU, 64 lone requests would spend the lease on a baseline whose
+  rate the first 16 already give;
 - concurrent: for each level N, the N requests sent at once (generate_stream, SSE).
 Columns: aggregate audio-seconds per wall-second, its ratio to serial, median and p95 time to first
 audio (streamed) and median latency (to the `done` event), concurrent. Random weights rarely emit
@@ -79,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="batched",
         help="BATCH_VOCODER of the concurrent runs: batched (default), sliced, or both side by side",
     )
+    parser.add_argument(
+        "--serial-requests",
+        type=int,
+        default=0,
+        help="run only the first K requests alone for the serial baseline; higher levels take K's mean (default: all)",
+    )
     parser.add_argument("--plot", type=Path, default=Path("build/bench/concurrency.png"), help="PNG to write")
 
 
@@ -127,6 +136,14 @@ def run_level(url: str, variant: str, indices: list[int], tokens: int, seed: int
     }
 
 
+def serial_figures(serial: list[dict], level: int) -> tuple[float, float]:
+    """Wall and audio seconds of requests 0..level-1 one after another: measured where they ran
+    alone, else `level` times the mean of those that did."""
+    ran = serial[:level]
+    wall, audio = sum(s["wall_s"] for s in ran), sum(s["audio_s"] for s in ran)
+    return wall * level / len(ran), audio * level / len(ran)
+
+
 def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if len(values) > 1 else values[0]
 
@@ -135,6 +152,7 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
     levels = levels_of(args, variant)
     tokens = getattr(args, f"{variant}_tokens")
     top = levels[-1]
+    alone = min(top, args.serial_requests) if args.serial_requests > 0 else top
     serial: list[dict] = []
     rows = []
     for vocoder in VOCODER_MODES[args.vocoder]:
@@ -158,20 +176,20 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
             log(f"{variant}: warm-up")
             run_level(predictor.url, variant, [0], tokens, args.seed + 10_000)
             # A request alone runs the same way in both modes: the serial baseline is measured once.
-            for i in range(len(serial), top):
-                log(f"{variant}: serial request {i + 1}/{top}")
+            for i in range(len(serial), alone):
+                log(f"{variant}: serial request {i + 1}/{alone}")
                 serial.append(run_level(predictor.url, variant, [i], tokens, args.seed))
             for level in levels:
                 log(f"{variant}: {level} concurrent (vocoder {vocoder})")
                 concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
-                serial_wall = sum(s["wall_s"] for s in serial[:level])
-                serial_audio = sum(s["audio_s"] for s in serial[:level])
+                serial_wall, serial_audio = serial_figures(serial, level)
                 rows.append(
                     {
                         "vocoder": vocoder,
                         "level": level,
                         "audio_s": concurrent["audio_s"],
                         "serial_wall_s": serial_wall,
+                        "serial_estimated": level > len(serial),
                         "wall_s": concurrent["wall_s"],
                         "throughput": concurrent["audio_s"] / concurrent["wall_s"],
                         "serial_throughput": serial_audio / serial_wall,
@@ -198,7 +216,7 @@ def render(results: list[dict]) -> str:
         for row in result["rows"]:
             lines.append(
                 f"| {result['variant']} | {result['tokens']} | {row['vocoder']} | {row['level']} | {row['audio_s']:.1f} "
-                f"| {row['serial_wall_s']:.1f} | {row['wall_s']:.1f} | {row['throughput']:.2f} "
+                f"| {'≈' if row.get('serial_estimated') else ''}{row['serial_wall_s']:.1f} | {row['wall_s']:.1f} | {row['throughput']:.2f} "
                 f"| {row['throughput'] / row['serial_throughput']:.2f}x "
                 f"| {row['ttfa_median_s']:.2f} / {row['ttfa_p95_s']:.2f} "
                 f"| {row['ttfa_median_s'] / result['serial_ttfa_s']:.2f}x "
@@ -256,6 +274,7 @@ def config_line(args: argparse.Namespace, device: str) -> str:
             f"{v}: levels {','.join(map(str, levels_of(args, v)))} cap {getattr(args, f'{v}_tokens')}"
             for v in args.variants
         )
+        + (f"; serial baseline from the first {args.serial_requests} requests" if args.serial_requests > 0 else "")
     )
 
 

@@ -133,8 +133,13 @@ class PredictorProcess(PredictorClient):
         if threads:
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         env.update(env_overrides or {})
+        # BENCH_LOG_DIR keeps each predictor's log there (a run on a borrowed machine reads them afterwards).
+        self.log_dir = Path(os.environ["BENCH_LOG_DIR"]) if os.environ.get("BENCH_LOG_DIR") else None
         self.process = ManagedProcess(
-            predictor_command(self.http_port, self.grpc_port, model_dir=weights), env=env, name="bench-predictor"
+            predictor_command(self.http_port, self.grpc_port, model_dir=weights),
+            env=env,
+            name="bench-predictor",
+            log_dir=self.log_dir,
         )
         self.popen = self.process.popen
 
@@ -148,7 +153,7 @@ class PredictorProcess(PredictorClient):
     def stop(self) -> None:
         self.session.close()
         self.process.stop()
-        if self.process.log_path is not None:
+        if self.process.log_path is not None and self.log_dir is None:
             self.process.log_path.unlink(missing_ok=True)
 
 
