@@ -199,6 +199,12 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
                         "latency_p95_s": p95(concurrent["latency_s"]),
                     }
                 )
+                row = rows[-1]
+                log(
+                    f"{variant} N={level}: {row['throughput']:.2f} audio s per wall s "
+                    f"({row['throughput'] / row['serial_throughput']:.2f}x serial), TTFA median "
+                    f"{row['ttfa_median_s']:.2f} s (lone {serial[0]['ttfa_s'][0]:.2f} s), wall {row['wall_s']:.1f} s"
+                )
         finally:
             predictor.stop()
     return {"variant": variant, "tokens": tokens, "rows": rows, "serial_ttfa_s": serial[0]["ttfa_s"][0]}
