@@ -37,9 +37,15 @@ from .kv_cache import ReservedCache
 class T3Batch:
     """The requests of one variant decoding together. `autocast` gives the context for T3 passes."""
 
-    def __init__(self, t3, autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+    def __init__(
+        self,
+        t3,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        cache_dtype: torch.dtype | None = None,
+    ):
         self.t3 = t3
         self.autocast = autocast
+        self.cache_dtype = cache_dtype  # what the KV cache holds (None: as the backbone computes it)
         self.members: list[SpeechDecoder] = []
         self.padding: list[int] = []  # left padding columns of each member
         self.cache: ReservedCache | None = None
@@ -54,7 +60,12 @@ class T3Batch:
         if not self.members:
             assert cache is not None  # prefilled
             layers = [(layer.keys, layer.values) for layer in cache.layers]
-            self.members, self.padding, self.cache, self.length = [decoder], [0], ReservedCache(layers), decoder.length
+            self.members, self.padding, self.cache, self.length = (
+                [decoder],
+                [0],
+                ReservedCache(layers, self.cache_dtype),
+                decoder.length,
+            )
             return
         assert self.cache is not None and cache is not None  # both prefilled
         grow = max(0, decoder.length - self.length)
@@ -67,7 +78,7 @@ class T3Batch:
                     for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values))
                 )
             )
-        self.cache = ReservedCache(layers)
+        self.cache = ReservedCache(layers, self.cache_dtype)
         self.padding = [p + grow for p in self.padding] + [own]
         self.members.append(decoder)
         self.length += grow
@@ -96,7 +107,7 @@ class T3Batch:
             (_rows(layer.keys, index)[:, :, trim:], _rows(layer.values, index)[:, :, trim:])
             for layer in self.cache.layers
         ]
-        self.cache = ReservedCache(layers)
+        self.cache = ReservedCache(layers, self.cache_dtype)
         self.members, self.padding = keep, [p - trim for p in padding]
         self.length -= trim
 
@@ -182,7 +193,7 @@ def speech_tokens(decoder: SpeechDecoder, shared: T3Batch, autocast) -> Generato
     with autocast():
         decoder.prefill()
     task = tasks.current()
-    batch = shared if task is not None else T3Batch(shared.t3, shared.autocast)
+    batch = shared if task is not None else T3Batch(shared.t3, shared.autocast, shared.cache_dtype)
     batch.join(decoder)
     try:
         while True:

@@ -122,14 +122,14 @@ class ChatterboxEngine:
                 speech_enc=t3.speech_emb,
                 speech_head=t3.speech_head,
             )
-        self.precision.store_t3_weights(model.t3)
+        self.precision.adapt_t3(model.t3)
         flow = self._batch_flow(model.s3gen.flow.decoder.estimator)
         return LoadedVariant(
             spec=spec,
             model=model,
             backend=backend,
             punc_norm=module.punc_norm,
-            batch=T3Batch(model.t3, self.precision.t3_autocast),
+            batch=T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype),
             flow=flow,
             prefixes=PromptPrefixCache(self.settings.prompt_prefix_cache_size),
         )

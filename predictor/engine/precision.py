@@ -6,7 +6,8 @@ bf16 autocast; T3's backbone keeps its linear weights in bf16 (see `store_t3_wei
 a 2-core AMX CPU with random weights, 2 threads, the first streamed chunk (14 tokens): the flow is
 1.8x faster in bf16; a T3 step under autocast alone was not faster (136 ms fp32 against 160-182 ms:
 every step re-cast every weight), with weights stored in bf16 it is: standard 226 -> 70 ms per step
-(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). What bf16
+(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). On a CPU its
+attention then runs in float32 (attention.py; `adapt_t3`). What bf16
 changes in the tokens and the audio is measured by `make bench` (precision table). `float32`
 everywhere is what the conformance tests pin: only then is a request sample-identical to upstream.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
+
+from .attention import attend_in_float32_on_cpu
 
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPE_CHOICES: tuple[str, ...] = get_args(DtypeSetting)
@@ -48,6 +51,24 @@ class Precision:
         for module in backbone.modules():
             if is_linear_layer(module):
                 module.to(self.t3)
+
+    @property
+    def t3_attends_in_float32(self) -> bool:
+        """A reduced-precision T3 on a CPU computes attention in float32 (attention.py says why)."""
+        return self.t3 != torch.float32 and self.device == "cpu"
+
+    @property
+    def t3_cache_dtype(self) -> torch.dtype | None:
+        """What the T3 batch keeps keys and values in: float32 where attention runs in float32, so
+        that they are not cast at every layer and step (kv_cache.py); else as computed (None)."""
+        return torch.float32 if self.t3_attends_in_float32 else None
+
+    def adapt_t3(self, t3: torch.nn.Module) -> None:
+        """What a reduced-precision T3 needs: its weights stored in that dtype and, on a CPU, its
+        attention in float32. A float32 T3 is left untouched."""
+        self.store_t3_weights(t3)
+        if self.t3_attends_in_float32:
+            attend_in_float32_on_cpu(getattr(t3, "tfmr", t3))
 
     def describe(self) -> str:
         return f"t3={_name(self.t3)} flow={_name(self.flow)} hift=float32"

@@ -55,3 +55,17 @@ def test_selecting_rows_keeps_their_columns():
     reserved.batch_select_indices(torch.tensor([3, 1]))
     for layer, (keys, values) in zip(reserved.layers, start, strict=True):
         assert torch.equal(layer.keys, keys[[3, 1]]) and torch.equal(layer.values, values[[3, 1]])
+
+
+def test_a_float32_cache_of_bf16_columns_holds_them_widened_exactly():
+    start = [(keys.bfloat16(), values.bfloat16()) for keys, values in _layers(rows=2, columns=5)]
+    reserved = ReservedCache(start, torch.float32)
+    dynamic = DynamicCache(ddp_cache_data=start)
+    for step in range(SPARE_COLUMNS + 3):  # across a reallocation, which keeps the dtype
+        for index, (keys, values) in enumerate(_layers(rows=2, columns=1)):
+            keys, values = (keys + step).bfloat16(), (values - step).bfloat16()
+            got = reserved.update(keys, values, index)
+            want = dynamic.update(keys, values, index)
+            assert all(a.dtype == torch.float32 and torch.equal(a, b.float()) for a, b in zip(got, want, strict=True))
+    reserved.batch_select_indices(torch.tensor([1]))
+    assert reserved.layers[0].keys.dtype == torch.float32

@@ -1,0 +1,95 @@
+"""T3's float32 attention on a CPU under bf16 (predictor/engine/attention.py): the same result as
+sdpa over the widened inputs, returned in the caller's dtype, and switched on only where it belongs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from predictor.engine.attention import IMPLEMENTATION, attend_in_float32_on_cpu, sdpa_in_float32
+from predictor.engine.precision import Precision
+
+
+def _inputs(dtype: torch.dtype, columns: int = 7):
+    generator = torch.Generator().manual_seed(columns)
+    q, k, v = (torch.randn(2, 4, n, 8, generator=generator).to(dtype) for n in (1, columns, columns))
+    mask = torch.ones(2, 1, 1, columns, dtype=torch.bool)
+    mask[0, ..., :3] = False  # the first row is left-padded, as in the T3 batch
+    return q, k, v, mask
+
+
+class _Module(torch.nn.Module):
+    is_causal = False  # what sdpa_attention_forward reads off the attention module
+
+
+def test_bf16_inputs_attend_as_sdpa_does_on_their_float32_widening():
+    q, k, v, mask = _inputs(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the T3 pass's context: it must not cast back
+        got, _ = sdpa_in_float32(_Module(), q, k, v, mask)
+    want, _ = sdpa_attention_forward(_Module(), q.float(), k.float(), v.float(), mask)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, want.to(torch.bfloat16))
+
+
+def test_float32_keys_and_values_from_the_cache_are_taken_as_they_are():
+    q, k, v, mask = _inputs(torch.bfloat16)
+    got, _ = sdpa_in_float32(_Module(), q, k.float(), v.float(), mask)
+    want, _ = sdpa_in_float32(_Module(), q, k, v, mask)
+    assert torch.equal(got, want)
+
+
+def _gpt2() -> GPT2Model:
+    return GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=8, attn_implementation="sdpa"))
+
+
+def _llama() -> LlamaModel:
+    config = LlamaConfig(
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        hidden_size=16,
+        intermediate_size=32,
+        vocab_size=8,
+        attn_implementation="sdpa",
+    )
+    return LlamaModel(config)
+
+
+@pytest.mark.parametrize("build", [_gpt2, _llama], ids=["gpt2", "llama"])
+def test_a_bf16_backbone_on_a_cpu_attends_in_float32_and_still_computes_the_same(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    embeds = torch.randn(2, 5, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(inputs_embeds=embeds).last_hidden_state
+        assert attend_in_float32_on_cpu(model)
+        assert model.config._attn_implementation == IMPLEMENTATION
+        after = model(inputs_embeds=embeds).last_hidden_state
+    # Only the attention product's rounding changed: bf16 activations agree to bf16's precision.
+    assert torch.allclose(before.float(), after.float(), atol=0.05, rtol=0.05)
+
+
+def test_eager_attention_is_left_alone():
+    model = _gpt2()
+    model.config._attn_implementation = "eager"  # what the multilingual alignment analyzer needs
+    assert not attend_in_float32_on_cpu(model)
+    assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "switched", "cache"),
+    [
+        ("cpu", torch.bfloat16, True, torch.float32),
+        ("cpu", torch.float32, False, None),  # the conformance path is never touched
+        ("cuda", torch.bfloat16, False, None),  # CUDA's bf16 kernels are the fast ones
+    ],
+)
+def test_precision_decides_where_attention_runs_in_float32(device, dtype, switched, cache):
+    precision = Precision(device, dtype, dtype)
+    assert precision.t3_attends_in_float32 is switched and precision.t3_cache_dtype == cache
+    if device == "cpu":
+        model = _gpt2()
+        precision.adapt_t3(model)
+        assert (model.config._attn_implementation == IMPLEMENTATION) is switched
