@@ -123,6 +123,7 @@ class ChatterboxEngine:
                 speech_head=t3.speech_head,
             )
         self.precision.adapt_t3(model.t3)
+        self.precision.adapt_hift(model.s3gen.mel2wav)
         flow = self._batch_flow(model.s3gen.flow.decoder.estimator)
         return LoadedVariant(
             spec=spec,

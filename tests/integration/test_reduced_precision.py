@@ -56,3 +56,17 @@ def test_a_bf16_request_gives_full_length_finite_audio_streamed_or_not(engine):
     # The prompt prefix was kept for the next request of the voice.
     prefixes = engine.variants[engine.variant].prefixes
     assert len(prefixes) == 1 and prefixes.hits >= 1
+
+
+def test_hift_convolutions_run_in_bf16_close_to_float32(engine):
+    """Same mel, same excitation: HiFT's bf16 convolutions land far closer to float32 than two
+    float32 renderings with different excitation noise do (about -19 dB apart, `make bench`)."""
+    hift = engine.variants[engine.variant].model.s3gen.mel2wav
+    mel = torch.randn(1, 80, 60, generator=torch.Generator().manual_seed(2)) - 4
+    with torch.inference_mode():
+        fast, source = hift.inference(speech_feat=mel)
+        exact = type(hift).decode(hift, x=mel, s=source)  # the class's decode: no autocast, float32
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    distance_db = 10 * torch.log10(((fast - exact) ** 2).mean() / (exact**2).mean()).item()
+    assert not torch.equal(fast, exact)  # bf16 really ran
+    assert distance_db < -25, distance_db

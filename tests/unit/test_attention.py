@@ -1,5 +1,6 @@
 """T3's float32 attention on a CPU under bf16 (predictor/engine/attention.py): the same result as
-sdpa over the widened inputs, returned in the caller's dtype, and switched on only where it belongs."""
+sdpa over the widened inputs, returned in the caller's dtype, and switched on only where it belongs;
+and which dtype DTYPE gives each component."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from predictor.engine import precision as precision_module
 from predictor.engine.attention import IMPLEMENTATION, attend_in_float32_on_cpu, sdpa_in_float32
-from predictor.engine.precision import Precision
+from predictor.engine.precision import Precision, resolve_precision
 
 
 def _inputs(dtype: torch.dtype, columns: int = 7):
@@ -93,3 +95,19 @@ def test_precision_decides_where_attention_runs_in_float32(device, dtype, switch
         model = _gpt2()
         precision.adapt_t3(model)
         assert (model.config._attn_implementation == IMPLEMENTATION) is switched
+
+
+@pytest.mark.parametrize(
+    ("setting", "native_bf16", "want"),
+    [
+        ("auto", True, (torch.bfloat16, torch.bfloat16, torch.bfloat16)),
+        ("auto", False, (torch.float32, torch.float32, torch.float32)),
+        ("bfloat16", False, (torch.bfloat16, torch.bfloat16, torch.bfloat16)),
+        ("float16", True, (torch.float16, torch.float16, torch.float32)),  # exp() of HiFT overflows fp16
+        ("float32", True, (torch.float32, torch.float32, torch.float32)),
+    ],
+)
+def test_dtype_setting_per_component_on_a_cpu(monkeypatch, setting, native_bf16, want):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native_bf16)
+    got = resolve_precision(setting, "cpu")
+    assert (got.t3, got.flow, got.hift) == want
