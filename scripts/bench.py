@@ -471,11 +471,11 @@ def streaming_table(ctx: Context, variant: str) -> dict:
                 lambda: adapter.say(variant, args.stream_text, voice, stream=True),
             )
         key = f"streaming/{variant}"
+        extra_pids = (adapter.popen.pid,) if adapter is not None else ()  # also sampled for CPU contention
         rows = []
         for route, (unstreamed_call, streamed_call) in routes.items():
             runs = []
             for r in range(args.stream_repeats):
-                extra_pids = (adapter.popen.pid,) if adapter is not None else ()
                 unstreamed = ctx.measured(key, unstreamed_call, extra_pids=extra_pids)
                 streamed = ctx.measured(key, streamed_call, extra_pids=extra_pids)
                 unstreamed_s = unstreamed.seconds if hasattr(unstreamed, "seconds") else unstreamed.total_seconds

@@ -183,23 +183,21 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
                 log(f"{variant}: {level} concurrent (vocoder {vocoder})")
                 concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
                 serial_wall, serial_audio = serial_figures(serial, level)
-                rows.append(
-                    {
-                        "vocoder": vocoder,
-                        "level": level,
-                        "audio_s": concurrent["audio_s"],
-                        "serial_wall_s": serial_wall,
-                        "serial_estimated": level > len(serial),
-                        "wall_s": concurrent["wall_s"],
-                        "throughput": concurrent["audio_s"] / concurrent["wall_s"],
-                        "serial_throughput": serial_audio / serial_wall,
-                        "ttfa_median_s": statistics.median(concurrent["ttfa_s"]),
-                        "ttfa_p95_s": p95(concurrent["ttfa_s"]),
-                        "latency_median_s": statistics.median(concurrent["latency_s"]),
-                        "latency_p95_s": p95(concurrent["latency_s"]),
-                    }
-                )
-                row = rows[-1]
+                row = {
+                    "vocoder": vocoder,
+                    "level": level,
+                    "audio_s": concurrent["audio_s"],
+                    "serial_wall_s": serial_wall,
+                    "serial_estimated": level > len(serial),
+                    "wall_s": concurrent["wall_s"],
+                    "throughput": concurrent["audio_s"] / concurrent["wall_s"],
+                    "serial_throughput": serial_audio / serial_wall,
+                    "ttfa_median_s": statistics.median(concurrent["ttfa_s"]),
+                    "ttfa_p95_s": p95(concurrent["ttfa_s"]),
+                    "latency_median_s": statistics.median(concurrent["latency_s"]),
+                    "latency_p95_s": p95(concurrent["latency_s"]),
+                }
+                rows.append(row)
                 log(
                     f"{variant} N={level}: {row['throughput']:.2f} audio s per wall s "
                     f"({row['throughput'] / row['serial_throughput']:.2f}x serial), TTFA median "

@@ -2,12 +2,12 @@
 
 `auto` is bfloat16 for T3 and the S3Gen flow decoder on CUDA and on a CPU with native bfloat16 (AMX or
 AVX512-BF16), and for HiFT's convolutions on such a CPU (`adapt_hift`; its STFTs stay float32); float32
-elsewhere. The flow runs under bf16 autocast; T3's backbone keeps its linear weights in bf16 (see `store_t3_weights`). Measured on
-a 2-core AMX CPU with random weights, 2 threads, the first streamed chunk (14 tokens): the flow is
+elsewhere. The flow runs under bf16 autocast; T3's backbone keeps its linear weights in bf16 (see
+`store_t3_weights`) and, on a CPU, attends in float32 (attention.py; `adapt_t3`). Measured on a
+2-core AMX CPU with random weights, 2 threads, the first streamed chunk (14 tokens): the flow is
 1.8x faster in bf16; a T3 step under autocast alone was not faster (136 ms fp32 against 160-182 ms:
 every step re-cast every weight), with weights stored in bf16 it is: standard 226 -> 70 ms per step
-(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). On a CPU its
-attention then runs in float32 (attention.py; `adapt_t3`). What bf16
+(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). What bf16
 changes in the tokens and the audio is measured by `make bench` (precision table). `float32`
 everywhere is what the conformance tests pin: only then is a request sample-identical to upstream.
 """
@@ -84,7 +84,7 @@ class Precision:
         decode, stft, istft = hift.decode, hift._stft, hift._istft
 
         def decode_reduced(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device_type=device, dtype=dtype):
+            with _autocast(device, dtype):
                 return decode(x=x, s=s)
 
         def stft_float32(x: torch.Tensor):
