@@ -35,10 +35,12 @@ def test_rss_stays_within_the_bound_over_mixed_requests(weights_dir, capsys):
 
 
 def test_the_negative_control_trips_the_bound(weights_dir, capsys):
-    """Every request pins its reference (2.2 MiB): 20 requests after the warm-up are over the 32 MiB bound
-    (measured: +118 MiB; the normal run: -11 MiB)."""
+    """Every request pins its reference (2.2 MiB): 40 requests after the warm-up pin 88 MiB against the
+    32 MiB bound (the normal run: -12 to +4 MiB). With 20 the margin was too thin: heap holes left by
+    earlier requests absorb part of the pinned memory, and 20 leaked requests measured anywhere from
+    +26 to +118 MiB in fresh-clone runs of the same commit."""
     report = run_soak(
-        SoakConfig(requests=WARMUP + 20, warmup=WARMUP, leak_voices=True, weights=weights_dir, out=ARTIFACTS)
+        SoakConfig(requests=WARMUP + 40, warmup=WARMUP, leak_voices=True, weights=weights_dir, out=ARTIFACTS)
     )
     _report(capsys, report)
     assert not report.predictor.within_bound, table(report)
