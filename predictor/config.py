@@ -18,8 +18,8 @@ class PredictorSettings(SharedSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # Per component, measured: predictor/engine/precision.py says where each dtype pays.
     dtype: DtypeSetting = "auto"
-    # Vocoding requests of a variant share each flow ODE step's forward pass (engine/flow_batching.py);
-    # false: each runs alone, as its own slice of the scheduler's tick.
+    # Vocoding requests of a variant share each flow encoder and ODE step pass (engine/flow_batching.py);
+    # false: each call runs alone, as its own slice of the scheduler's tick.
     batch_vocoder: bool = True
     load_standard: bool = True
     load_turbo: bool = False

@@ -2,23 +2,23 @@
 
 Design: a left-padded batch KV cache.
 - A request is prefilled alone (its prompt, exactly as upstream), then joins the batch: its cache
-  rows are left-padded to the batch's length (or the batch's rows to its length, when it is the
-  longest) and concatenated. Standard and multilingual requests bring two rows (the conditional
-  and the unconditional row of classifier-free guidance), turbo requests one.
+  rows go into the batch cache's spare rows, right-aligned behind zero padding (when its prompt is
+  the longest, the other rows' padding grows instead). Standard and multilingual requests bring two
+  rows (the conditional and the unconditional row of classifier-free guidance), turbo requests one.
 - Each step feeds one token per row with a 2D attention mask (zero over each row's padding) and
   explicit position ids (each row's own length): Llama applies rotary embeddings from them, GPT-2
   adds its learned position embeddings from them, and standard's speech position embedding is the
   request's own step. Masked positions get exactly zero attention weight, so a row in a batch
   differs from the same row alone only by the float rounding of differently shaped matmuls.
-- A request leaves (finished, cancelled or failed) by selecting the other rows; columns that have
-  become padding in every row are trimmed.
+- A request leaves (finished, cancelled or failed): the last member's rows move into its place, and
+  columns that have become padding in every row drop out of the cache's view.
 - With no padding at all (a request alone, or rows of equal length) the pass is called exactly as
   upstream calls it (no mask, default positions), so a request alone is sample-identical to upstream.
 
-Why not a static or paged cache: left padding needs nothing from the model but the mask and position
-ids that every HF decoder accepts, and join/leave cost one copy of the cache, once per request, not
-per step. The cache keeps spare columns (kv_cache.py), so a step writes its column in place rather
-than copying the cache as DynamicCache's concatenation does.
+Why not a paged cache: left padding needs nothing from the model but the mask and position ids that
+every HF decoder accepts. The cache (kv_cache.py) reserves rows and columns, so a step writes its
+column in place (not copying the cache, as DynamicCache's concatenation does), and a join or a leave
+copies one request's rows, not the batch's.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import contextlib
 from collections.abc import Callable, Generator
 
 import torch
-import torch.nn.functional as F
 
 from . import tasks
 from .decode import SpeechDecoder
-from .kv_cache import ReservedCache
+from .kv_cache import SlotCache
 
 
 class T3Batch:
@@ -48,7 +47,7 @@ class T3Batch:
         self.cache_dtype = cache_dtype  # what the KV cache holds (None: as the backbone computes it)
         self.members: list[SpeechDecoder] = []
         self.padding: list[int] = []  # left padding columns of each member
-        self.cache: ReservedCache | None = None
+        self.cache: SlotCache | None = None
         self.length = 0  # columns in the cache
 
     def __len__(self) -> int:
@@ -57,29 +56,16 @@ class T3Batch:
     # ---- membership -----------------------------------------------------------------------
     def join(self, decoder: SpeechDecoder) -> None:
         cache, decoder.cache = decoder.cache, None
-        if not self.members:
-            assert cache is not None  # prefilled
-            layers = [(layer.keys, layer.values) for layer in cache.layers]
-            self.members, self.padding, self.cache, self.length = (
-                [decoder],
-                [0],
-                ReservedCache(layers, self.cache_dtype),
-                decoder.length,
-            )
-            return
-        assert self.cache is not None and cache is not None  # both prefilled
+        assert cache is not None  # prefilled
+        if self.members and decoder.rows != self.members[0].rows:
+            raise ValueError("every member of a batch has the same number of rows")
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
         grow = max(0, decoder.length - self.length)
-        own = self.length + grow - decoder.length
-        layers = []
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            layers.append(
-                tuple(
-                    torch.cat([_left_pad(a, grow), _left_pad(b, own)], dim=0)
-                    for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values))
-                )
-            )
-        self.cache = ReservedCache(layers, self.cache_dtype)
-        self.padding = [p + grow for p in self.padding] + [own]
+        if self.cache is None:
+            self.cache = SlotCache(layers, self.cache_dtype)
+        else:
+            self.cache.append_rows(layers)  # right-aligned; a longer prompt extends every row's padding
+        self.padding = [p + grow for p in self.padding] + [self.length + grow - decoder.length]
         self.members.append(decoder)
         self.length += grow
 
@@ -88,40 +74,28 @@ class T3Batch:
             self._keep([m for m in self.members if m is not decoder])
 
     def _keep(self, keep: list[SpeechDecoder]) -> None:
-        if len(keep) == len(self.members):
+        """Members not in `keep` leave: the last member's rows move into each one's place, so only
+        one request's rows are copied per leave, and padding every row has in common is dropped."""
+        leaving = [index for index, member in enumerate(self.members) if not any(member is k for k in keep)]
+        if not leaving:
             return
-        if not keep:
+        if len(leaving) == len(self.members):
             self.members, self.padding, self.cache, self.length = [], [], None, 0
             return
         assert self.cache is not None  # there are members
-        rows: list[int] = []
-        padding: list[int] = []
-        for member, pad in zip(self.members, self.padding, strict=True):
-            if any(member is k for k in keep):
-                start = self._first_row(member)
-                rows.extend(range(start, start + member.rows))
-                padding.append(pad)
-        trim = min(padding)
-        index = torch.tensor(rows, device=self.device)
-        layers = [
-            (_rows(layer.keys, index)[:, :, trim:], _rows(layer.values, index)[:, :, trim:])
-            for layer in self.cache.layers
-        ]
-        self.cache = ReservedCache(layers, self.cache_dtype)
-        self.members, self.padding = keep, [p - trim for p in padding]
-        self.length -= trim
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.t3.parameters()).device
-
-    def _first_row(self, decoder: SpeechDecoder) -> int:
-        row = 0
-        for member in self.members:
-            if member is decoder:
-                return row
-            row += member.rows
-        raise ValueError("not a member")
+        for index in reversed(leaving):  # from the back, so every later index has already left
+            rows, last = self.members[index].rows, len(self.members) - 1
+            if index != last:
+                self.cache.move_rows(last * rows, index * rows, rows)
+                self.members[index], self.padding[index] = self.members[last], self.padding[last]
+            self.members.pop()
+            self.padding.pop()
+            self.cache.drop_rows(rows)
+        trim = min(self.padding)
+        if trim:
+            self.cache.trim_left(trim)
+            self.padding = [p - trim for p in self.padding]
+            self.length -= trim
 
     # ---- one step ---------------------------------------------------------------------------
     def step(self) -> list[SpeechDecoder]:
@@ -209,13 +183,3 @@ def speech_tokens(decoder: SpeechDecoder, shared: T3Batch, autocast) -> Generato
                 tasks.wait_until(lambda: bool(decoder.tokens) or decoder.finished)
     finally:
         batch.leave(decoder)
-
-
-def _rows(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor:
-    assert tensor is not None  # every layer of a filled cache has keys and values
-    return tensor.index_select(0, index)
-
-
-def _left_pad(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-    """(batch, heads, length, dim) with `columns` zero columns in front of `length`."""
-    return F.pad(tensor, (0, 0, columns, 0)) if columns else tensor

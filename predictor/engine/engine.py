@@ -4,8 +4,9 @@
 `prepare()` validates a request and gets its voice ready (errors here are the caller's fault and
 come before any audio); `chunks()` then yields audio in order. Non-streaming callers join the chunks.
 Called directly, `chunks()` decodes its request alone. Run as a scheduler task (scheduler.py), its
-T3 decoding joins the variant's shared batch (batching.py) and each of its flow ODE steps joins the
-tick's batched estimator call (flow_batching.py), so that many requests share each forward pass.
+T3 decoding joins the variant's shared batch (batching.py) and each of its flow encoder calls and
+flow ODE steps joins the tick's batched call (flow_batching.py), so that many requests share each
+forward pass.
 
 All model work must run on one thread: requests interleave only at the task switch points, where
 no upstream module is in the middle of a call.
@@ -21,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from contract.variants import SAMPLE_RATE
 from ..upstream_patches import tolerate_missing_chinese_segmenter
 from .batching import T3Batch, speech_tokens
 from .decode import CfgDecoder, PrefixLookup, SpeechDecoder, TurboDecoder
-from .flow_batching import FlowBatch
+from .flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .precision import resolve_precision
 from .prompt_prefix import PromptPrefixCache
@@ -45,6 +46,7 @@ from .voices import BUILTIN_VOICE, ConditionalsCache, VoiceError, VoiceSource, r
 from .weights import pick_device, resolve_weights
 
 logger = logging.getLogger(__name__)
+Batched = TypeVar("Batched", bound=BatchedCalls)
 
 SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
 JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
@@ -57,8 +59,13 @@ class LoadedVariant:
     backend: Any  # the HF backend wrapping T3 for CFG prefill (None for turbo)
     punc_norm: Callable[[str], str]
     batch: T3Batch  # the variant's requests decoding together
-    flow: FlowBatch  # the variant's requests' flow ODE steps, run together
+    flow_encoder: EncoderBatch  # the variant's requests' flow encoder calls, run together
+    flow_estimator: EstimatorBatch  # the variant's requests' flow ODE steps, run together
     prefixes: PromptPrefixCache  # T3's KV of each voice's conditioning prompt
+
+    @property
+    def flow_calls(self) -> tuple[BatchedCalls, ...]:
+        return (self.flow_encoder, self.flow_estimator)
 
 
 @dataclass(frozen=True)
@@ -124,24 +131,31 @@ class ChatterboxEngine:
             )
         self.precision.adapt_t3(model.t3)
         self.precision.adapt_hift(model.s3gen.mel2wav)
-        flow = self._batch_flow(model.s3gen.flow.decoder.estimator)
+        flow = model.s3gen.flow
         return LoadedVariant(
             spec=spec,
             model=model,
             backend=backend,
             punc_norm=module.punc_norm,
             batch=T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype),
-            flow=flow,
+            flow_encoder=self._batch_calls(flow.encoder, EncoderBatch(flow.encoder, *self._flow_batching)),
+            flow_estimator=self._batch_calls(
+                flow.decoder.estimator, EstimatorBatch(flow.decoder.estimator.forward, *self._flow_batching)
+            ),
             prefixes=PromptPrefixCache(self.settings.prompt_prefix_cache_size),
         )
 
-    def _batch_flow(self, estimator) -> FlowBatch:
-        """The flow decoder's estimator (one ODE step per call) runs at the flow's precision, and in a
-        scheduler task joins the tick's batched call (flow_batching.py). Upstream calls
-        `estimator.forward` directly, so no hook would see it: the instance's forward is replaced."""
-        flow = FlowBatch(estimator.forward, self.precision.flow_autocast, enabled=self.settings.batch_vocoder)
-        estimator.forward = flow
-        return flow
+    @property
+    def _flow_batching(self) -> tuple:
+        return self.precision.flow_autocast, self.settings.batch_vocoder
+
+    @staticmethod
+    def _batch_calls(module: torch.nn.Module, batched: Batched) -> Batched:
+        """The flow's encoder and estimator run at the flow's precision, and in a scheduler task join
+        the tick's batched call (flow_batching.py). Upstream calls the estimator's `forward` directly,
+        so no hook would see it: the instance's forward is replaced."""
+        module.forward = batched
+        return batched
 
     @property
     def ready(self) -> bool:

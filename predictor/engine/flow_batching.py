@@ -1,36 +1,38 @@
-"""S3Gen under load: the flow decoder's estimator calls of all vocoding requests of a variant run
-as one batched call per scheduler tick.
+"""S3Gen under load: the flow's module calls of all vocoding requests of a variant run as one
+batched call per scheduler tick, for the two modules that run once per request and flow run or ODE
+step: the flow encoder (a conformer over the run's tokens) and the flow decoder's estimator.
 
-Every flow run is an ODE solve of a few steps (standard: 10, turbo: 2); each step is one call of the
-estimator (a U-Net with transformer blocks) on the request's two CFG rows. Inside a scheduler task
-the wrapped estimator does not run the call: it queues its inputs here and waits; at the end of
-the tick the scheduler runs every queued call of the variant as one forward pass (`run_pending`),
-and each task takes its rows back at its next turn. So while several requests vocode, they advance
-one ODE step per tick together, and a T3 step waits for one estimator call, not one per request.
+Every flow run encodes its tokens once, then solves an ODE of a few steps (standard: 10, turbo: 2);
+each step is one call of the estimator (a U-Net with transformer blocks) on the request's two CFG
+rows. Inside a scheduler task a wrapped module does not run the call: it queues its inputs here and
+waits; at the end of the tick the scheduler runs every queued call of the variant as one forward
+pass per module (`run_pending`), and each task takes its rows back at its next turn. So while
+several requests vocode, they advance one stage per tick together, and a T3 step waits for one
+call of each module, not one per request.
 
-Requests bring different numbers of mel frames. They are right-padded to the longest with the mask
-at zero over the padding: the estimator multiplies its convolution inputs by the mask (its
-convolutions are causal, so padding on the right never reaches a real frame) and turns the mask into
-an attention bias, so padded frames get no attention weight. A row in a batch then differs from
-the same row alone only by the float rounding of differently shaped matmuls; a call alone in its
-tick runs exactly as upstream runs it.
+Requests bring different numbers of frames. They are right-padded to the longest, with masks that
+keep the padding from reaching a real frame:
+- the estimator multiplies its convolution inputs by the mask (its convolutions are causal) and turns
+  the mask into an attention bias, so padded frames get no attention weight;
+- the encoder masks attention by each row's length; its one look-ahead convolution, which would read
+  the padding after a row's last tokens, gets zeros there, as it does alone (`EncoderBatch`).
+A row in a batch then differs from the same row alone only by the float rounding of differently
+shaped matmuls; a call alone in its tick runs exactly as upstream runs it.
 
-Outside a task (a test or a script calling the engine directly), the wrapped estimator runs at once.
+Outside a task (a test or a script calling the engine directly), a wrapped module runs at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from . import tasks
-
-ESTIMATOR_ARGS = ("x", "mask", "mu", "t", "spks", "cond", "r")  # the estimator's forward(), in order
-FRAME_INPUTS = ("x", "mask", "mu", "cond")  # (rows, channels, frames): padded on the frame axis; the rest are per row
 
 
 @dataclass
@@ -39,51 +41,47 @@ class _Call:
     frames: int
     rows: int
     urgent: bool  # its request awaits its first audio
-    output: torch.Tensor | None = None
+    output: Any = None
     error: BaseException | None = None
     done: bool = field(default=False)
 
 
-class FlowBatch:
-    """One variant's queue of estimator calls. `enabled=False` keeps upstream's shape: each call runs
-    alone, as its own slice of the tick (the task still yields first, so others' T3 steps go on)."""
+class BatchedCalls:
+    """One variant's queue of calls of one module. `enabled=False` keeps upstream's shape: each call
+    runs alone, as its own slice of the tick (the task still yields first, so others' T3 steps go
+    on). Subclasses say how inputs are named and stacked and how outputs are split."""
+
+    argument_names: tuple[str, ...]  # the module's forward(), in order
 
     def __init__(
         self,
-        estimator_forward: Callable[..., torch.Tensor],
+        forward: Callable[..., Any],
         autocast: Callable[[], contextlib.AbstractContextManager],
         enabled: bool = True,
     ):
-        self._forward = estimator_forward
+        self._forward = forward
         self._autocast = autocast
         self.enabled = enabled
         self._pending: list[_Call] = []
         self.calls = 0  # batched forward passes run (for tests and the bench)
         self.rows_served = 0
 
-    def __call__(self, *args, **inputs) -> torch.Tensor:
-        """The wrapped estimator: queue and wait inside a task; otherwise run now."""
-        # Upstream's CFG solver passes keywords, its meanflow solver (turbo) `x` by position.
-        inputs.update(zip(ESTIMATOR_ARGS, args, strict=False))
+    def __call__(self, *args, **inputs) -> Any:
+        """The wrapped module: queue and wait inside a task; otherwise run now."""
+        inputs.update(zip(self.argument_names, args, strict=False))
         task = tasks.current()
         if task is None:
-            with self._autocast():
-                return self._forward(**inputs)
+            return self._run_alone(inputs)
         if not self.enabled:
             tasks.pause()
-            with self._autocast():
-                return self._forward(**inputs)
+            return self._run_alone(inputs)
         call = _Call(
-            inputs=inputs,
-            frames=int(inputs["x"].shape[-1]),
-            rows=int(inputs["x"].shape[0]),
-            urgent=task.awaiting_first_audio,
+            inputs=inputs, frames=self._frames(inputs), rows=self._rows(inputs), urgent=task.awaiting_first_audio
         )
         self._pending.append(call)
         tasks.wait_until(lambda: call.done)
         if call.error is not None:
             raise call.error
-        assert call.output is not None
         return call.output
 
     def __len__(self) -> int:
@@ -109,26 +107,120 @@ class FlowBatch:
                 call.output, call.done = output, True
         return any(call.urgent for call in pending)
 
-    def _run_group(self, calls: list[_Call]) -> list[torch.Tensor]:
+    def _run_group(self, calls: list[_Call]) -> list[Any]:
         self.calls += 1
         self.rows_served += sum(call.rows for call in calls)
         if len(calls) == 1:
-            with self._autocast():
-                return [self._forward(**calls[0].inputs)]
+            return [self._run_alone(calls[0].inputs)]
         frames = max(call.frames for call in calls)
+        with self._autocast(), self._padding_masked(calls, frames):
+            output = self._forward(**self._stack(calls, frames))
+        return list(self._split(output, calls, frames))
+
+    def _run_alone(self, inputs: dict) -> Any:
+        with self._autocast():
+            return self._forward(**inputs)
+
+    # ---- what differs between modules -----------------------------------------------------------
+    def _frames(self, inputs: dict) -> int:
+        raise NotImplementedError
+
+    def _rows(self, inputs: dict) -> int:
+        raise NotImplementedError
+
+    def _stack(self, calls: list[_Call], frames: int) -> dict:
+        raise NotImplementedError
+
+    def _split(self, output: Any, calls: list[_Call], frames: int) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _padding_masked(self, calls: list[_Call], frames: int) -> contextlib.AbstractContextManager:
+        """Whatever the module needs, beyond its own masks, so that padding never reaches a real frame."""
+        return contextlib.nullcontext()
+
+
+class EstimatorBatch(BatchedCalls):
+    """The flow decoder's estimator: one ODE step of a request's CFG rows, (rows, channels, frames)."""
+
+    argument_names = ("x", "mask", "mu", "t", "spks", "cond", "r")
+    FRAME_INPUTS = ("x", "mask", "mu", "cond")  # padded on the frame axis; the rest are per row
+
+    def _frames(self, inputs: dict) -> int:
+        return int(inputs["x"].shape[-1])
+
+    def _rows(self, inputs: dict) -> int:
+        return int(inputs["x"].shape[0])
+
+    def _stack(self, calls: list[_Call], frames: int) -> dict:
         batched: dict[str, torch.Tensor | None] = {}
         for name in calls[0].inputs:
             values = [call.inputs[name] for call in calls]
             if values[0] is None:
                 batched[name] = None
-            elif name in FRAME_INPUTS:
+            elif name in self.FRAME_INPUTS:
                 batched[name] = torch.cat([F.pad(v, (0, frames - v.shape[-1])) for v in values])
             else:
                 batched[name] = torch.cat(values)
-        with self._autocast():
-            output = self._forward(**batched)
-        results, row = [], 0
+        return batched
+
+    def _split(self, output: torch.Tensor, calls: list[_Call], frames: int) -> Iterator[torch.Tensor]:
+        row = 0
         for call in calls:
-            results.append(output[row : row + call.rows, :, : call.frames])
+            yield output[row : row + call.rows, :, : call.frames]
             row += call.rows
-        return results
+
+
+class EncoderBatch(BatchedCalls):
+    """The flow encoder: a flow run's token embeddings (rows, tokens, channels) and their lengths, in;
+    its upsampled output (rows, frames, channels) and mask (rows, 1, frames), out. Its output is
+    cast to float32, as the flow's next layer (not under autocast) expects."""
+
+    argument_names = ("xs", "xs_lens")
+
+    def __init__(self, encoder: torch.nn.Module, autocast, enabled: bool = True):
+        super().__init__(encoder.forward, autocast, enabled)
+        self._lookahead: Any = encoder.pre_lookahead_layer
+
+    def _frames(self, inputs: dict) -> int:
+        return int(inputs["xs"].shape[1])
+
+    def _rows(self, inputs: dict) -> int:
+        return int(inputs["xs"].shape[0])
+
+    def _run_alone(self, inputs: dict) -> Any:
+        encoded, masks = super()._run_alone(inputs)
+        return encoded.float(), masks
+
+    def _stack(self, calls: list[_Call], frames: int) -> dict:
+        return {
+            "xs": torch.cat([F.pad(call.inputs["xs"], (0, 0, 0, frames - call.frames)) for call in calls]),
+            "xs_lens": torch.cat([call.inputs["xs_lens"] for call in calls]),
+        }
+
+    def _split(self, output, calls: list[_Call], frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        encoded, masks = output
+        upsampling = encoded.shape[1] // frames
+        row = 0
+        for call in calls:
+            rows, out_frames = slice(row, row + call.rows), call.frames * upsampling
+            yield encoded[rows, :out_frames].float(), masks[rows, :, :out_frames]
+            row += call.rows
+
+    @contextlib.contextmanager
+    def _padding_masked(self, calls: list[_Call], frames: int):
+        """The look-ahead convolution reads the frames after each position; alone, past a row's end it
+        reads zeros (its own padding). Its input there is the input layer's output for padding, not
+        zero: zero it, for this pass only."""
+        lengths = [call.frames for call in calls for _ in range(call.rows)]
+        keep = (torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)
+        lookahead = self._lookahead
+        forward = lookahead.forward
+
+        def zero_padding_first(inputs: torch.Tensor) -> torch.Tensor:
+            return forward(inputs * keep.to(device=inputs.device, dtype=inputs.dtype))
+
+        lookahead.forward = zero_padding_first
+        try:
+            yield
+        finally:
+            lookahead.forward = forward

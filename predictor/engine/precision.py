@@ -1,15 +1,17 @@
 """DTYPE: the precision of each model component.
 
-`auto` is bfloat16 for T3 and the S3Gen flow decoder on CUDA and on a CPU with native bfloat16 (AMX or
-AVX512-BF16), and for HiFT's convolutions on such a CPU (`adapt_hift`; its STFTs stay float32); float32
-elsewhere. The flow runs under bf16 autocast; T3's backbone keeps its linear weights in bf16 (see
-`store_t3_weights`) and, on a CPU, attends in float32 (attention.py; `adapt_t3`). Measured on a
-2-core AMX CPU with random weights, 2 threads, the first streamed chunk (14 tokens): the flow is
-1.8x faster in bf16; a T3 step under autocast alone was not faster (136 ms fp32 against 160-182 ms:
-every step re-cast every weight), with weights stored in bf16 it is: standard 226 -> 70 ms per step
-(two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2 medium alone). What bf16
-changes in the tokens and the audio is measured by `make bench` (precision table). `float32`
-everywhere is what the conformance tests pin: only then is a request sample-identical to upstream.
+`auto` is bfloat16 for T3 and the S3Gen flow on CUDA and on a CPU with native bfloat16 (AMX or
+AVX512-BF16), and for HiFT's convolutions on such a CPU (`adapt_hift`; its STFTs stay float32);
+float32 elsewhere. The flow (encoder and decoder) runs under bf16 autocast; T3's backbone keeps its
+linear weights in bf16 (see `store_t3_weights`) and, on a CPU, attends in float32 (attention.py;
+`adapt_t3`). Measured on a 2-core AMX CPU with random weights, 2 threads: the flow decoder is 1.8x
+faster in bf16 (the first streamed chunk, 14 tokens), the flow encoder 2.5x (75 tokens: 64 -> 26
+ms, its output -40 dB from float32's); a T3 step under autocast alone was not faster (136 ms fp32
+against 160-182 ms: every step re-cast every weight), with weights stored in bf16 it is: standard
+226 -> 70 ms per step (two CFG rows), turbo 83 -> 74 ms, turbo's 8-row step 233 -> 138 ms (GPT-2
+medium alone). What bf16 changes in the tokens and the audio is measured by `make bench` (precision
+table). `float32` everywhere is what the conformance tests pin: only then is a request
+sample-identical to upstream.
 """
 
 from __future__ import annotations
@@ -42,14 +44,18 @@ class Precision:
         return _autocast(self.device, self.flow)
 
     def store_t3_weights(self, t3: torch.nn.Module) -> None:
-        """Keep the T3 backbone's linear weights in the T3 dtype. Autocast alone casts every weight
-        on every decode step (its cast cache lives only as long as one autocast block, and each
-        step is one), which costs more than bf16 saves; weights stored in bf16 halve what each step
-        reads. Everything else stays float32 and autocast casts activations as before."""
+        """Keep the T3 backbone's linear weights, and its speech head's, in the T3 dtype. Autocast
+        alone casts every weight on every decode step (its cast cache lives only as long as one
+        autocast block, and each step is one), which costs more than bf16 saves; weights stored in
+        bf16 halve what each step reads. The head computed the same under autocast (bf16 inputs,
+        bf16 logits, sampled in float32) but re-cast its 6563 x 1024 weight at every step: 10 ms of
+        an 8-request turbo step. Everything else stays float32 and autocast casts activations as
+        before."""
         if self.t3 == torch.float32:
             return
         backbone = getattr(t3, "tfmr", t3)
-        for module in backbone.modules():
+        head = getattr(t3, "speech_head", None)
+        for module in [*backbone.modules(), *([head] if head is not None else [])]:
             if is_linear_layer(module):
                 module.to(self.t3)
 

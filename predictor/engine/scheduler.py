@@ -4,18 +4,19 @@ batch once per tick, so all active requests of a variant share each forward pass
 One tick:
 1. cancelled tasks are stopped at their switch point (their T3 rows leave the batch at once);
 2. every runnable task runs one slice: up to its next switch point, that is until it needs tokens
-   not sampled yet, or until its vocoder needs the next flow ODE step (tasks.py);
-3. each variant runs the flow ODE steps its tasks asked for as one batched estimator call
-   (flow_batching.py), then its T3 batch samples one token for each of its requests and runs one
-   forward pass. Not when one of those flow steps was for a streamed request's first chunk: then
-   the T3 step waits a tick, so the first chunk's few ODE steps are all its listener waits for
-   (a first chunk needs 10 of them for standard; a T3 step each would add 0.65 s on 2 cores).
+   not sampled yet, or until its vocoder needs the flow encoder or the next flow ODE step (tasks.py);
+3. each variant runs the flow encoder calls and the flow ODE steps its tasks asked for, each kind as
+   one batched call (flow_batching.py), then its T3 batch samples one token for each of its requests
+   and runs one forward pass. Not when one of those calls was for a streamed request's first chunk:
+   then the T3 step waits a tick, so the first chunk's few flow calls are all its listener waits for
+   (a first chunk needs 10 ODE steps for standard; a T3 step each would add 0.65 s on 2 cores).
 
 Variants never wait for each other's requests: every variant with work steps every tick.
 
-S3Gen under load: a T3 step waits at most for one batched estimator call per tick, never for a whole
-flow run, and several vocoding requests pay for one pass. With BATCH_VOCODER=false each request's
-ODE step is its own slice instead (the bench compares both: README, "Batched engine").
+S3Gen under load: a T3 step waits at most for one batched encoder and one batched estimator call per
+tick, never for a whole flow run, and several vocoding requests pay for one pass. With
+BATCH_VOCODER=false each request's flow call is its own slice instead (the bench compares both:
+README, "Batched engine").
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class Scheduler:
             if task.runnable:
                 task.resume()
         for loaded in self.engine.variants.values():
-            first_audio_vocoded = bool(len(loaded.flow)) and loaded.flow.run_pending()
-            if len(loaded.batch) and not first_audio_vocoded:
+            first_audio_vocoded = [calls.run_pending() for calls in loaded.flow_calls if len(calls)]
+            if len(loaded.batch) and not any(first_audio_vocoded):
                 loaded.batch.step()
         self.tasks = [task for task in self.tasks if not task.dead]
         return self.busy

@@ -244,26 +244,35 @@ def stream_piece(
     cancelled,
 ) -> Iterator[tuple[np.ndarray, int, bool]]:
     """Yield (watermarked audio, speech tokens behind it, whether the piece is done) as tokens arrive. Chunk sizes follow
-    `schedule` (in speech tokens of audio, the last size repeating): a small first chunk, larger later ones."""
+    `schedule` (in T3 steps, the last size repeating): a small first chunk, larger later ones.
+
+    Chunks are counted in T3 steps, not in the speech tokens among them (ids at or above
+    `speech_vocab_size` are dropped, as upstream drops them), so that requests decoding in the same
+    batch from the same step reach their chunk boundaries together and share their flow passes
+    (flow_batching.py). A trained model samples speech tokens only until it stops, so both counts
+    agree there; random weights sample dropped ids often (a fifth of standard's vocabulary), and
+    counted in speech tokens four standard requests started together drifted apart within their first
+    chunk, leaving most flow passes with one request in them."""
     pending: list[int] = []
+    steps = 0  # T3 steps since the last chunk
     tokens_behind = 0
     chunk_index = 0
     for token in token_stream:
         if cancelled():
             return
-        if token >= speech_vocab_size:
-            continue
-        pending.append(token)
+        steps += 1
+        if token < speech_vocab_size:
+            pending.append(token)
         target = schedule[min(chunk_index, len(schedule) - 1)]
         if chunk_index == 0:
             # The first chunk holds `schedule[0]` tokens of audio: its last tokens are look-ahead only,
             # and the vocoder and the watermark hold back a seam's worth for the next chunk.
             target += vocoder.lookahead + HELD_BACK_TOKENS
-        if len(pending) < target:
+        if steps < target or not pending:
             continue
         audio = vocoder.push(pending)
         tokens_behind += len(pending)
-        pending = []
+        pending, steps = [], 0
         if audio is not None and len(audio):
             chunk_index += 1
             yield watermark.push(audio, final=False), tokens_behind, False

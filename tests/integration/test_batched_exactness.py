@@ -9,8 +9,8 @@ A batch differs from a lone request only by float rounding (masked positions wei
 a token could in principle flip where two candidates are within rounding of each other: the test
 reports how many tokens matched and allows at most MAX_FLIPPED_REQUESTS requests to diverge.
 
-A second test vocodes: streamed requests share each flow ODE step's pass, and each gets the audio
-it gets alone, within float rounding.
+A second test vocodes: streamed requests share each flow encoder and ODE step pass, and each gets
+the audio it gets alone, within float rounding.
 """
 
 from __future__ import annotations
@@ -149,8 +149,9 @@ def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir
 
 
 def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices_dir):
-    """Streamed requests vocoding at the same time share each flow ODE step (flow_batching.py): each
-    still gets the audio it gets alone, up to the float rounding of a differently shaped pass."""
+    """Streamed requests vocoding at the same time share each flow encoder call and each flow ODE step
+    (flow_batching.py): each still gets the audio it gets alone, up to the float rounding of a
+    differently shaped pass."""
     variant = engine.variant
     if variant == "multilingual":
         pytest.skip("multilingual vocodes with standard's S3Gen, which the standard case covers")
@@ -167,8 +168,10 @@ def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices
     with torch.inference_mode():
         alone = [joined(engine.chunks(request, stream=True)) for request in requests]
 
-    flow = engine.variants[variant].flow
-    calls_before, rows_before = flow.calls, flow.rows_served
+    loaded = engine.variants[variant]
+    # One request brings one row to an encoder call, two (the CFG rows) to an estimator call.
+    batched = {"encoder": (loaded.flow_encoder, 1), "estimator": (loaded.flow_estimator, 2)}
+    before = {name: (calls.calls, calls.rows_served) for name, (calls, _) in batched.items()}
     delivered: dict[int, list] = {i: [] for i in range(len(requests))}
     scheduler = Scheduler(engine)
     with torch.inference_mode():
@@ -176,8 +179,9 @@ def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices
             scheduler.start(request, True, lambda: False, delivered[i].append, lambda: None)
         while scheduler.tick():
             pass
-    calls, rows = flow.calls - calls_before, flow.rows_served - rows_before
-    assert rows > 2 * calls, f"flow steps should have shared passes: {rows} rows in {calls} passes"
+    for name, (calls, rows_per_request) in batched.items():
+        passes, rows = calls.calls - before[name][0], calls.rows_served - before[name][1]
+        assert rows > rows_per_request * passes, f"{name} calls should have shared passes: {rows} rows in {passes}"
     for i, reference in enumerate(alone):
         items = delivered[i]
         assert items[-1] is END, items[-1]

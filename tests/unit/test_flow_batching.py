@@ -1,5 +1,7 @@
-"""FlowBatch (predictor/engine/flow_batching.py) with a stand-in estimator: queued calls of
-different lengths run as one padded pass and each task gets exactly its own rows and frames back."""
+"""The flow's batched calls (predictor/engine/flow_batching.py): with a stand-in estimator, queued
+calls of different lengths run as one padded pass and each task gets exactly its own rows and frames
+back; with S3Gen's real flow encoder (random weights), a padded pass gives each row what it gets
+alone, within float rounding."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from predictor.engine import tasks
-from predictor.engine.flow_batching import FlowBatch
+from predictor.engine.flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch
 
 
 def estimator(x, mask, mu, t, spks=None, cond=None, r=None):
@@ -33,7 +35,7 @@ def inputs(frames: int, seed: int, meanflow: bool = False) -> dict:
     }
 
 
-def run_as_tasks(flow: FlowBatch, calls: list[dict]) -> list[torch.Tensor]:
+def run_as_tasks(flow: BatchedCalls, calls: list[dict]) -> list:
     results: list = [None] * len(calls)
 
     def body(i: int):
@@ -55,7 +57,7 @@ def run_as_tasks(flow: FlowBatch, calls: list[dict]) -> list[torch.Tensor]:
 
 
 def test_calls_of_different_lengths_share_one_pass_and_get_their_own_output():
-    flow = FlowBatch(estimator, contextlib.nullcontext)
+    flow = EstimatorBatch(estimator, contextlib.nullcontext)
     calls = [inputs(frames, seed) for seed, frames in enumerate((37, 120, 64))]
     outputs = run_as_tasks(flow, calls)
     assert flow.calls == 1 and flow.rows_served == 6
@@ -65,7 +67,7 @@ def test_calls_of_different_lengths_share_one_pass_and_get_their_own_output():
 
 
 def test_calls_with_and_without_meanflow_input_run_in_separate_passes():
-    flow = FlowBatch(estimator, contextlib.nullcontext)
+    flow = EstimatorBatch(estimator, contextlib.nullcontext)
     calls = [inputs(30, 1), inputs(40, 2, meanflow=True), inputs(50, 3)]
     outputs = run_as_tasks(flow, calls)
     assert flow.calls == 2
@@ -79,7 +81,7 @@ def test_a_failing_pass_fails_its_calls_only():
             raise RuntimeError("out of memory")
         return estimator(**kw)
 
-    flow = FlowBatch(fragile, contextlib.nullcontext)
+    flow = EstimatorBatch(fragile, contextlib.nullcontext)
     calls = [inputs(20, 1), inputs(25, 2)]
     with pytest.raises(RuntimeError, match="out of memory"):
         run_as_tasks(flow, calls)
@@ -88,7 +90,7 @@ def test_a_failing_pass_fails_its_calls_only():
 
 
 def test_disabled_batching_runs_each_call_alone():
-    flow = FlowBatch(estimator, contextlib.nullcontext, enabled=False)
+    flow = EstimatorBatch(estimator, contextlib.nullcontext, enabled=False)
     call = inputs(20, 5)
     results = []
     task = tasks.Task(lambda: results.append(flow(**call)), greenlet.getcurrent(), lambda: False)
@@ -101,7 +103,7 @@ def test_disabled_batching_runs_each_call_alone():
 @pytest.mark.parametrize("awaiting", [(False, False), (False, True)])
 def test_a_pass_says_whether_it_served_a_request_awaiting_its_first_audio(awaiting):
     """The scheduler holds the variant's T3 step for a tick when it did (scheduler.py)."""
-    flow = FlowBatch(estimator, contextlib.nullcontext)
+    flow = EstimatorBatch(estimator, contextlib.nullcontext)
     pending = []
     for seed, first in enumerate(awaiting):
         task = tasks.Task(lambda seed=seed: flow(**inputs(16, seed)), greenlet.getcurrent(), lambda: False)
@@ -112,3 +114,25 @@ def test_a_pass_says_whether_it_served_a_request_awaiting_its_first_audio(awaiti
     for task in pending:
         task.resume()
     assert all(task.dead for task in pending)
+
+
+def test_the_flow_encoder_gives_each_padded_row_what_it_gives_alone():
+    """Rows of 7 to 40 tokens: the attention masks cover the padding, and the look-ahead convolution
+    at each row's end reads zeros, as alone (EncoderBatch zeroes its input there)."""
+    from chatterbox.models.s3gen.s3gen import S3Token2Mel
+
+    torch.manual_seed(0)
+    encoder = S3Token2Mel().flow.encoder.eval()
+    batched = EncoderBatch(encoder, contextlib.nullcontext)
+    calls = [{"xs": torch.randn(1, tokens, 512), "xs_lens": torch.tensor([tokens])} for tokens in (23, 7, 40)]
+    with torch.inference_mode():
+        alone = [encoder(**call) for call in calls]
+        outputs = run_as_tasks(batched, calls)
+    assert batched.calls == 1 and batched.rows_served == 3
+    for (want, want_mask), (got, got_mask) in zip(alone, outputs, strict=True):
+        assert got.shape == want.shape and torch.equal(got_mask, want_mask)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # without the zeroed look-ahead input, the shorter rows' ends differ
+        padded = torch.cat([torch.nn.functional.pad(c["xs"], (0, 0, 0, 40 - c["xs"].shape[1])) for c in calls])
+        unmasked, _ = encoder(padded, torch.tensor([23, 7, 40]))
+    assert not torch.allclose(unmasked[1:2, :14], alone[1][0], rtol=1e-4, atol=1e-4)
