@@ -130,6 +130,7 @@ class ChatterboxEngine:
                 speech_head=t3.speech_head,
             )
         self.precision.adapt_t3(model.t3)
+        self.precision.adapt_flow(model.s3gen.flow.decoder.estimator)
         self.precision.adapt_hift(model.s3gen.mel2wav)
         flow = model.s3gen.flow
         return LoadedVariant(

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from .attention import attend_in_float32_on_cpu
+from .attention import attend_in_float32_on_cpu, use_flow_attention
 
 DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPE_CHOICES: tuple[str, ...] = get_args(DtypeSetting)
@@ -76,6 +76,13 @@ class Precision:
         self.store_t3_weights(t3)
         if self.t3_attends_in_float32:
             attend_in_float32_on_cpu(getattr(t3, "tfmr", t3))
+
+    def adapt_flow(self, estimator: torch.nn.Module) -> None:
+        """A reduced-precision flow on a CPU computes its estimator's attention as matmuls around a
+        float32 softmax (attention.py: torch's CPU attention kernel is slow in bf16). A float32 flow,
+        and any flow on CUDA, is left untouched."""
+        if self.flow != torch.float32 and self.device == "cpu":
+            use_flow_attention(estimator)
 
     def adapt_hift(self, hift: Any) -> None:  # upstream's HiFTGenerator
         """Run HiFT's convolution stack (`decode`) at `self.hift`; its STFT and inverse STFT stay

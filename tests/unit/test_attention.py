@@ -1,5 +1,6 @@
-"""T3's float32 attention on a CPU under bf16 (predictor/engine/attention.py): the same result as
-sdpa over the widened inputs, returned in the caller's dtype, and switched on only where it belongs;
+"""CPU attention under bf16 (predictor/engine/attention.py): T3's float32 attention gives the same
+result as sdpa over the widened inputs, returned in the caller's dtype; the flow estimator's
+attention processor computes what diffusers' own does; each is switched on only where it belongs;
 and which dtype DTYPE gives each component."""
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from predictor.engine import precision as precision_module
-from predictor.engine.attention import IMPLEMENTATION, attend_in_float32_on_cpu, sdpa_in_float32
+from predictor.engine.attention import (
+    IMPLEMENTATION,
+    FlowAttention,
+    attend_in_float32_on_cpu,
+    sdpa_in_float32,
+    use_flow_attention,
+)
 from predictor.engine.precision import Precision, resolve_precision
 
 
@@ -111,3 +118,38 @@ def test_dtype_setting_per_component_on_a_cpu(monkeypatch, setting, native_bf16,
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native_bf16)
     got = resolve_precision(setting, "cpu")
     assert (got.t3, got.flow, got.hift) == want
+
+
+def _flow_attention_block(seed: int = 0):
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(seed)
+    block = Attention(query_dim=32, heads=4, dim_head=8).eval()  # as the flow estimator builds them
+    block.set_processor(AttnProcessor2_0())
+    frames = torch.randn(3, 20, 32)
+    keep = torch.ones(3, 1, 20, dtype=torch.bool)
+    keep[1, :, 13:] = False  # a shorter request, right-padded in a batched estimator call
+    bias = (1.0 - keep.float()) * -1.0e10  # as the estimator turns its mask into a bias
+    return block, frames, bias
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast):
+    block, frames, bias = _flow_attention_block()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        want = block(frames, attention_mask=bias)
+        assert use_flow_attention(torch.nn.Sequential(block)) == 1 and isinstance(block.processor, FlowAttention)
+        got = block(frames, attention_mask=bias)
+    assert got.dtype == want.dtype
+    tolerance = 2e-2 if autocast else 1e-5
+    torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("device", "flow", "switched"),
+    [("cpu", torch.bfloat16, True), ("cpu", torch.float32, False), ("cuda", torch.bfloat16, False)],
+)
+def test_precision_decides_where_the_flow_attention_processor_goes(device, flow, switched):
+    block, _, _ = _flow_attention_block()
+    Precision(device, torch.float32, flow).adapt_flow(torch.nn.Sequential(block))
+    assert isinstance(block.processor, FlowAttention) is switched
