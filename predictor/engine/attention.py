@@ -11,12 +11,15 @@ projections they were, and the result goes back to the caller's dtype. A float32
 conformance tests pin, never reaches this code: `attend_in_float32_on_cpu` is only called for bf16
 or fp16 T3 on a CPU (on CUDA the reduced-precision kernels are the fast ones).
 
-The flow estimator (diffusers attention blocks, full self-attention over a flow run's frames): the
-same CPU kernel is slow there too, and two matmuls with a float32 softmax between them are faster.
-Measured (2 threads, 8 heads of 64 over 150 frames, a padding bias): 2 rows (one request's CFG
-pair) 1.42 -> 0.44 ms, 16 rows 7.9 -> 4.9 ms, 56 such calls per estimator call; relative error
-against float32 attention over the same bf16 inputs 0.0050, the kernel's own 0.0036.
-`FlowAttention` is installed (`use_flow_attention`) only for a reduced-precision flow on a CPU.
+The flow estimator (diffusers attention blocks, full self-attention over a flow run's frames): over
+the few hundred frames of a streamed chunk's flow run, two matmuls with a float32 softmax between
+them are faster than the same CPU kernel. Measured (2 threads, bf16, 8 heads of 64, a padding
+bias; 2 rows are one request's CFG pair, 16 rows eight requests): 150 frames 1.28 -> 0.70 ms (2
+rows) and 8.2 -> 3.7 ms (16 rows), 250 frames 2.1 -> 1.6 and 16.9 -> 11.3 ms; from 300 frames the
+kernel wins (16 rows at 500 frames: 59 against 202 ms), so longer runs (a whole utterance behind
+the voice prompt, unstreamed) keep it. 56 such calls per estimator call; relative error against
+float32 attention over the same bf16 inputs 0.0050, the kernel's own 0.0036. `FlowAttention` is
+installed (`use_flow_attention`) only for a reduced-precision flow on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -56,9 +60,13 @@ def attend_in_float32_on_cpu(backbone) -> bool:
     return True
 
 
+MATMUL_ATTENTION_MAX_FRAMES = 256  # longer flow runs attend with torch's kernel (see above)
+
+
 class FlowAttention:
     """A diffusers attention processor for the flow estimator's self-attention blocks, computing
-    softmax(q k^T / sqrt(d) + bias) v as two matmuls (at the autocast dtype) around a float32 softmax.
+    softmax(q k^T / sqrt(d) + bias) v as two matmuls (at the autocast dtype) around a float32 softmax
+    for up to MATMUL_ATTENTION_MAX_FRAMES keys, with torch's kernel beyond.
     What it does not handle (spatial or group norms, residual connections, output rescaling,
     normalised cross-attention inputs) it refuses in `fits`, and those blocks keep their processor."""
 
@@ -84,18 +92,27 @@ class FlowAttention:
             projected.view(batch, -1, heads, head_dim).transpose(1, 2)
             for projected in (query, attn.to_k(context), attn.to_v(context))
         )
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        with torch.autocast(scores.device.type, enabled=False):
-            scores = scores.float() * head_dim**-0.5
-            if attention_mask is not None:
-                if attention_mask.dtype == torch.bool:
-                    scores = scores.masked_fill(~attention_mask, float("-inf"))
-                else:
-                    scores = scores + attention_mask.float()
-            weights = torch.softmax(scores, dim=-1)
-        out = torch.matmul(weights.to(v.dtype), v)
+        if k.shape[-2] > MATMUL_ATTENTION_MAX_FRAMES:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        else:
+            out = _matmul_attention(q, k, v, attention_mask)
         out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+def _matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    with torch.autocast(scores.device.type, enabled=False):
+        scores = scores.float() * q.shape[-1] ** -0.5
+        if attention_mask is not None:
+            if attention_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            else:
+                scores = scores + attention_mask.float()
+        weights = torch.softmax(scores, dim=-1)
+    return torch.matmul(weights.to(v.dtype), v)
 
 
 def use_flow_attention(estimator: torch.nn.Module) -> int:

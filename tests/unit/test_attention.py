@@ -13,6 +13,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from predictor.engine import precision as precision_module
 from predictor.engine.attention import (
     IMPLEMENTATION,
+    MATMUL_ATTENTION_MAX_FRAMES,
     FlowAttention,
     attend_in_float32_on_cpu,
     sdpa_in_float32,
@@ -120,22 +121,23 @@ def test_dtype_setting_per_component_on_a_cpu(monkeypatch, setting, native_bf16,
     assert (got.t3, got.flow, got.hift) == want
 
 
-def _flow_attention_block(seed: int = 0):
+def _flow_attention_block(length: int = 20):
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     block = Attention(query_dim=32, heads=4, dim_head=8).eval()  # as the flow estimator builds them
     block.set_processor(AttnProcessor2_0())
-    frames = torch.randn(3, 20, 32)
-    keep = torch.ones(3, 1, 20, dtype=torch.bool)
-    keep[1, :, 13:] = False  # a shorter request, right-padded in a batched estimator call
+    frames = torch.randn(3, length, 32)
+    keep = torch.ones(3, 1, length, dtype=torch.bool)
+    keep[1, :, length - 7 :] = False  # a shorter request, right-padded in a batched estimator call
     bias = (1.0 - keep.float()) * -1.0e10  # as the estimator turns its mask into a bias
     return block, frames, bias
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast):
-    block, frames, bias = _flow_attention_block()
+@pytest.mark.parametrize("length", [20, MATMUL_ATTENTION_MAX_FRAMES + 1])  # matmuls, then torch's kernel
+def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast, length):
+    block, frames, bias = _flow_attention_block(length)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         want = block(frames, attention_mask=bias)
         assert use_flow_attention(torch.nn.Sequential(block)) == 1 and isinstance(block.processor, FlowAttention)
