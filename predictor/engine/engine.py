@@ -14,6 +14,7 @@ no upstream module is in the middle of a call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -147,7 +148,8 @@ class ChatterboxEngine:
         )
 
     @property
-    def _flow_batching(self) -> tuple:
+    def _flow_batching(self) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+        """What both batched flow calls take: the flow's autocast, and whether to batch (BATCH_VOCODER)."""
         return self.precision.flow_autocast, self.settings.batch_vocoder
 
     @staticmethod

@@ -3,8 +3,9 @@
 Each request runs as a greenlet started by the scheduler (scheduler.py). It hands control back
 at two kinds of points:
 - `wait_until(ready)`: it needs speech tokens that the next batched T3 step will sample, or the
-  output of a flow ODE step that the tick's batched estimator call will compute (flow_batching.py);
-- `pause()`: a slice point (before an estimator call that runs alone), so that one request's S3Gen
+  output of a flow encoder call or ODE step that the tick's batched call will compute
+  (flow_batching.py);
+- `pause()`: a slice point (before a flow call that runs alone), so that one request's S3Gen
   run does not hold every other request's T3 steps for seconds.
 
 Greenlets share the OS thread, so torch keeps one OpenMP pool (see torch_thread.py). Outside a
@@ -31,7 +32,7 @@ class Task(greenlet.greenlet):
         super().__init__(run, parent)
         self.waiting: Callable[[], bool] | None = None
         self.cancelled = cancelled
-        # A streamed request before its first chunk: its flow ODE steps go before its variant's T3
+        # A streamed request before its first chunk: its flow calls go before its variant's T3
         # step in a tick (scheduler.py), since they are all its listener waits for.
         self.awaiting_first_audio = False
         self.started = False
