@@ -265,7 +265,7 @@ def stream_piece(
             pending.append(token)
         target = schedule[min(chunk_index, len(schedule) - 1)]
         if chunk_index == 0:
-            # The first chunk holds `schedule[0]` tokens of audio: its last tokens are look-ahead only,
+            # The first chunk holds `schedule[0]` steps of audio: its last tokens are look-ahead only,
             # and the vocoder and the watermark hold back a seam's worth for the next chunk.
             target += vocoder.lookahead + HELD_BACK_TOKENS
         if steps < target or not pending:
