@@ -76,12 +76,36 @@ bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 soak: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 	$(PY) -m scripts.soak --weights $(abspath $(TEST_WEIGHTS)) $(SOAK_ARGS)
 
+# The three images (README, "Images"): `docker build` when a Docker engine answers, else buildah from a
+# Debian base made here with mmdebstrap (both installed as root when missing). IMAGE_BUILDER=docker|buildah.
+# tests/e2e/test_images.py (in `make test`) builds them the same way, then runs them as the chart does.
+.PHONY: images image-scan
+images:
+	bash scripts/images.sh build
+
+# The images' Python packages checked with pip-audit against PyPI's vulnerability data (README, "Images").
+image-scan:
+	bash scripts/images.sh scan
+
 manifests: $(SETUP_STAMP)
 	$(PY) -m scripts.render_manifests --helm $(HELM)
 
 # The values table in charts/chatterbox-tts/README.md, from the `## @param` comments in values.yaml.
 chart-readme: test-tools
 	$(README_GENERATOR) --values charts/chatterbox-tts/values.yaml --readme charts/chatterbox-tts/README.md
+
+# The device kit (README, "A GPU check in one command"): wheels for what a bare GPU host lacks, into
+# build/device-kit, checked against the 64 MiB a device run may carry. KIT_PYTHON_VERSION and KIT_TORCHAUDIO
+# follow the device (3.12 and torch 2.11 there); the CPU dry run (tests/e2e/test_device_kit.py) builds one
+# for this machine's Python 3.11 and torch 2.6.
+KIT_DIR ?= build/device-kit
+KIT_PYTHON_VERSION ?= 3.12
+KIT_TORCHAUDIO ?= 2.11.0
+KIT_XZ_PRESET ?= 6
+.PHONY: device-kit
+device-kit: $(SETUP_STAMP)
+	$(PY) scripts/device_kit.py build --out $(KIT_DIR) --python-version $(KIT_PYTHON_VERSION) \
+	  --torchaudio $(KIT_TORCHAUDIO) --xz-preset $(KIT_XZ_PRESET)
 
 clean:
 	rm -rf build
