@@ -21,6 +21,10 @@ class PredictorSettings(SharedSettings):
     # Vocoding requests of a variant share each flow encoder and ODE step pass (engine/flow_batching.py);
     # false: each call runs alone, as its own slice of the scheduler's tick.
     batch_vocoder: bool = True
+    # How T3 draws each token (engine/sampling.py): "fast" samples the whole batch in one pass of
+    # tensor ops from per-request counter-based noise; "upstream" runs upstream's own sampler per
+    # request (with DTYPE=float32, audio sample-identical to upstream's generate()).
+    sampler: Literal["fast", "upstream"] = "fast"
     load_standard: bool = True
     load_turbo: bool = False
     load_multilingual: bool = False
@@ -35,7 +39,7 @@ class PredictorSettings(SharedSettings):
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 
-    @field_validator("device", "dtype", mode="before")
+    @field_validator("device", "dtype", "sampler", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

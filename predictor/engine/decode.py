@@ -26,6 +26,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from . import sampling
 from .params import SynthesisParams
 from .prompt_prefix import PromptPrefix, run_prefix
 
@@ -52,16 +53,33 @@ class _RequestAlignmentAnalyzer(AlignmentStreamAnalyzer):
 
 class SpeechDecoder:
     """What a T3Batch needs of a request: `rows` in the batch, a prefilled KV cache, and per step
-    `sample()` (from the logits of the last pass) and `next_embeds()` (input of the next pass)."""
+    either, with the upstream sampler, `sample()` (from the logits of the last pass) and
+    `next_embeds()` (input of the next pass), or, with the fast sampler, `sampler_row()` once (its
+    row of the batch's sampling state) and `take()` with each token the batch drew for it.
+
+    `generator` is seeded with the request's seed: the upstream sampler draws from it; the fast
+    sampler keys its noise on that seed and on `piece` (the text piece this decoder speaks)."""
 
     rows: int
     wants_attentions = False
 
-    def __init__(self, t3, params: SynthesisParams, generator: torch.Generator, prefix: PrefixLookup | None = None):
+    def __init__(
+        self,
+        t3,
+        params: SynthesisParams,
+        generator: torch.Generator,
+        prefix: PrefixLookup | None = None,
+        upstream: bool = False,
+        piece: int = 0,
+    ):
         self.t3 = t3
         self.params = params
         self.generator = generator
         self.prefix = prefix  # None: the whole prompt is prefilled, as upstream does
+        self.upstream = upstream  # upstream's forward arguments and sampler (SAMPLER=upstream)
+        self.piece = piece
+        self.step = 0  # tokens sampled
+        self.last_token = t3.hp.start_speech_token
         self.tokens: deque[int] = deque()  # sampled, not yet taken by the request
         self.finished = False  # no more tokens will come
         self.cache = None  # the prefill's DynamicCache, until a batch takes it over
@@ -82,6 +100,40 @@ class SpeechDecoder:
         self.logits = logits
         self.length += 1
 
+    # ---- with the fast sampler (sampling.py) ----
+    adjusts_logits = False  # whether adjust_logits() must see the CFG-combined logits before the filters
+
+    def adjust_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores
+
+    def observe(self, attentions, first_row: int, padding: int) -> None:
+        """The attentions of the batch's last pass (only for a decoder that `wants_attentions`)."""
+
+    def sampler_row(self) -> sampling.RowState:
+        p = self.params
+        values = [0.0] * sampling.PARAMETER_COLUMNS
+        values[sampling.TEMPERATURE] = p.temperature
+        values[sampling.TOP_P] = p.top_p
+        values[sampling.MIN_P] = p.min_p
+        values[sampling.TOP_K] = p.top_k
+        values[sampling.REPETITION_PENALTY] = p.repetition_penalty
+        values[sampling.CFG_WEIGHT] = p.cfg_weight
+        key = sampling.fold_seed(self.generator.initial_seed(), self.piece)
+        vocab = self.logits.size(-1)
+        return sampling.row_state(key, values, self.t3.hp.start_speech_token, vocab, self.logits.device)
+
+    def take(self, token: int) -> None:
+        """The token the batch drew for this request (-1: no candidate was left)."""
+        step, self.step = self.step, self.step + 1
+        if token < 0:
+            self.finished = True
+            return
+        self.last_token = token
+        stop = token == self.t3.hp.stop_speech_token and (step > 0 or not self.stop_only_after_first)
+        self._emit(token, last=stop or self.step == self.params.max_new_tokens)
+
+    stop_only_after_first = False  # turbo: upstream checks for the stop token from the second token on
+
     # What each decoder does per step (CfgDecoder, TurboDecoder):
     def prefill(self) -> None:
         """Run the request's prompt alone; leaves `cache`, `length` and `logits` set."""
@@ -101,8 +153,8 @@ class CfgDecoder(SpeechDecoder):
 
     rows = 2
 
-    def __init__(self, t3, backend, t3_cond, text_tokens, params, generator, multilingual: bool, prefix=None):
-        super().__init__(t3, params, generator, prefix)
+    def __init__(self, t3, backend, t3_cond, text_tokens, params, generator, multilingual: bool, **options):
+        super().__init__(t3, params, generator, **options)
         self.backend = backend
         self.t3_cond = t3_cond
         self.text_tokens = text_tokens
@@ -115,7 +167,6 @@ class CfgDecoder(SpeechDecoder):
         self.repetition_penalty = RepetitionPenaltyLogitsProcessor(penalty=float(params.repetition_penalty))
         self.min_p_warper = MinPLogitsWarper(min_p=params.min_p)
         self.top_p_warper = TopPLogitsWarper(top_p=params.top_p)
-        self.step = 0
         self.next_token: torch.Tensor | None = None
 
     def prefill(self) -> None:
@@ -140,6 +191,20 @@ class CfgDecoder(SpeechDecoder):
         bos_embed = torch.cat([bos_embed, bos_embed])  # batch of 2: conditional and unconditional
         inputs = torch.cat([embeds, bos_embed], dim=1)
         self.length = inputs.size(1)
+        if not self.upstream and self.analyzer is None:
+            # Only upstream's exact path and the alignment analyzer need attentions; without them the
+            # backbone runs its SDPA kernel.
+            llama = self.backend.model
+            if self.prefix is None:
+                output = llama(inputs_embeds=inputs, use_cache=True)
+            else:
+                prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
+                output = llama(
+                    inputs_embeds=inputs[:, prefix.length :], past_key_values=prefix.cache(rows=2), use_cache=True
+                )
+            self.cache = output.past_key_values
+            self.logits = t3.speech_head(output.last_hidden_state[:, -1, :])
+            return
         if self.prefix is None:
             output = self.backend(
                 inputs_embeds=inputs,
@@ -204,14 +269,28 @@ class CfgDecoder(SpeechDecoder):
         if self.analyzer is not None:
             self.analyzer.observe(attentions, row=first_row, padding=padding)
 
+    @property
+    def adjusts_logits(self) -> bool:  # type: ignore[override]
+        return self.analyzer is not None
+
+    def adjust_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        assert self.analyzer is not None
+        return self.analyzer.step(scores, next_token=self.last_token)
+
+    def observe(self, attentions, first_row: int, padding: int) -> None:
+        if self.analyzer is not None:
+            self.analyzer.observe(attentions, row=first_row, padding=padding)
+
 
 class TurboDecoder(SpeechDecoder):
     """Turbo T3 (GPT-2 backbone, no CFG): one row."""
 
     rows = 1
 
-    def __init__(self, t3, t3_cond, text_tokens, params, generator, prefix=None):
-        super().__init__(t3, params, generator, prefix)
+    stop_only_after_first = True
+
+    def __init__(self, t3, t3_cond, text_tokens, params, generator, **options):
+        super().__init__(t3, params, generator, **options)
         self.t3_cond = t3_cond
         self.text_tokens = text_tokens
         processors = LogitsProcessorList()
@@ -225,7 +304,6 @@ class TurboDecoder(SpeechDecoder):
             processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
         self.processors = processors
         self.history = torch.zeros(1, 0, dtype=torch.long)  # set by prefill
-        self.step = 0
 
     def prefill(self) -> None:
         t3 = self.t3

@@ -139,7 +139,7 @@ class ChatterboxEngine:
             model=model,
             backend=backend,
             punc_norm=module.punc_norm,
-            batch=T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype),
+            batch=T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype, self.settings.sampler),
             flow_encoder=self._batch_calls(flow.encoder, EncoderBatch(flow.encoder, *self._flow_batching)),
             flow_estimator=self._batch_calls(
                 flow.decoder.estimator, EstimatorBatch(flow.decoder.estimator.forward, *self._flow_batching)
@@ -238,7 +238,7 @@ class ChatterboxEngine:
         with torch.inference_mode():
             for piece_index, piece in enumerate(request.pieces):
                 last_piece = piece_index == len(request.pieces) - 1
-                tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator, prefix)
+                tokens = self._speech_tokens(loaded, piece, t3_cond, request.params, generator, prefix, piece_index)
                 parts = (
                     self._stream_piece(loaded, request, piece_index, tokens, cancelled)
                     if stream
@@ -326,15 +326,17 @@ class ChatterboxEngine:
         params: SynthesisParams,
         generator,
         prefix: PrefixLookup | None,
+        piece_index: int = 0,
     ) -> Generator[int, None, None]:
         model = loaded.model
+        options = {"prefix": prefix, "upstream": self.settings.sampler == "upstream", "piece": piece_index}
         text = loaded.punc_norm(piece)
         decoder: SpeechDecoder
         if loaded.spec.name == "turbo":
             text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(
                 self.device
             )
-            decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator, prefix)
+            decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator, **options)
         else:
             if loaded.spec.name == "multilingual":
                 text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
@@ -352,7 +354,7 @@ class ChatterboxEngine:
                 params,
                 generator,
                 multilingual=loaded.spec.name == "multilingual",
-                prefix=prefix,
+                **options,
             )
         return speech_tokens(decoder, loaded.batch, self.precision.t3_autocast)
 
