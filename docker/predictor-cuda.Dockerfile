@@ -1,54 +1,61 @@
 # syntax=docker/dockerfile:1
 # The predictor, CUDA flavour (tag <version>-cuda; needs the NVIDIA container toolkit on the host).
 #   docker build -f docker/predictor-cuda.Dockerfile -t ghcr.io/chatterbox-serve/chatterbox-predictor:0.1.0-cuda .
-# torch's PyPI wheels bring their own CUDA 12.4 libraries (the nvidia-* packages in requirements.lock);
-# the base image supplies the NVIDIA runtime environment. CUDA_IMAGE=nvidia/cuda:12.4.1-base-ubuntu22.04
-# gives a smaller image that works the same way.
-ARG CUDA_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04
+# `make images` builds it (with Docker, or with buildah where there is no Docker engine; README, "Images").
+# torch's PyPI wheels bring their own CUDA 12.4 libraries (the nvidia-* packages in requirements.lock), and
+# the NVIDIA container toolkit injects the driver (libcuda) at run time: the base is the same slim Python
+# image as the CPU flavour's, no nvidia/cuda image (README, "Images", says why).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG TORCH_INDEX_URL=https://pypi.org/simple
 
-FROM ${CUDA_IMAGE} AS python
-ENV DEBIAN_FRONTEND=noninteractive
-# Python 3.11 from the deadsnakes PPA (Ubuntu 22.04 ships 3.10).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates gnupg software-properties-common \
- && add-apt-repository -y ppa:deadsnakes/ppa \
- && apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
- && apt-get purge -y --auto-remove software-properties-common gnupg \
- && rm -rf /var/lib/apt/lists/*
-
-FROM python AS build
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# ---- From here to the line "end of the shared part", this file and predictor.Dockerfile are the
+# same text: with the same build arguments, building one flavour builds the other's layers (a cache hit).
+FROM ${PYTHON_IMAGE} AS packages
+ARG TORCH_INDEX_URL
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-RUN python3.11 -m venv /opt/venv \
- && pip install --upgrade pip "setuptools<81" wheel
+RUN python -m venv /opt/venv \
+ && pip install --no-cache-dir --upgrade pip "setuptools<81" wheel
 COPY requirements.lock pyproject.toml scripts/extra_requirements.py /src/
-# The predictor extra of pyproject.toml, pinned by the lock (torch's PyPI wheels bring CUDA), then
-# chatterbox-tts without its dependencies: it pins gradio, which a server does not need.
-RUN python /src/extra_requirements.py /src/pyproject.toml predictor > /tmp/predictor-requirements.txt \
+# torch/torchaudio at the lock's versions from TORCH_INDEX_URL; then the predictor extra of pyproject.toml,
+# pinned by the lock (the torch just installed satisfies its torch pins; PyPI's brings the lock's nvidia-*
+# packages along); then chatterbox-tts without its dependencies (it pins gradio, which a server does not
+# need). pip's cache is a cache mount, outside the layers: a changed lock downloads only what changed.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    grep -E '^(torch|torchaudio)==' /src/requirements.lock > /tmp/torch.txt \
+ && pip install --no-deps --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
+ && python /src/extra_requirements.py /src/pyproject.toml predictor > /tmp/predictor-requirements.txt \
  && pip install -c /src/requirements.lock -r /tmp/predictor-requirements.txt \
- && pip install --no-deps chatterbox-tts==0.1.7
+ && pip install --no-deps chatterbox-tts==0.1.7 \
+ && rm -rf /src /tmp/*.txt
+
+# The code, in a stage of its own: installed into /opt/app, which the image then copies into the venv.
+FROM packages AS code
 COPY contract/ /src/contract/
 COPY predictor/ /src/predictor/
-RUN pip install --no-deps "/src[predictor]" \
- && python -m compileall -q /opt/venv/lib/python3.11/site-packages/predictor /opt/venv/lib/python3.11/site-packages/contract
+COPY pyproject.toml /src/
+RUN pip install --no-cache-dir --no-deps --target /opt/app "/src[predictor]"
 
-FROM python
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
+# The image is the packages stage itself (the venv, several GB, is never copied: a change to the code
+# leaves its layers as they are), then the non-root user (uid/gid 1000, as the chart's securityContext)
+# owning only the writable folders, then the code.
+FROM packages
+RUN groupadd --gid 1000 app \
+ && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
+ && mkdir -p /app/voices /mnt/models /cache/huggingface \
+ && chown -R 1000:1000 /app/voices /mnt/models /cache
+COPY --from=code /opt/app/ /opt/venv/lib/python3.11/site-packages/
+# ---- end of the shared part
+# PATH (the venv first) comes from the packages stage.
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/cache/huggingface \
     VOICES_DIR=/app/voices \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/matplotlib \
-    TRITON_CACHE_DIR=/tmp/triton
-RUN groupadd --gid 1000 app \
- && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
- && mkdir -p /app/voices /mnt/models /cache/huggingface \
- && chown -R 1000:1000 /app/voices /mnt/models /cache
-COPY --from=build /opt/venv /opt/venv
+    TRITON_CACHE_DIR=/tmp/triton \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /app
 USER 1000:1000
 EXPOSE 8080 8081

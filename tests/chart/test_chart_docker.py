@@ -1,8 +1,8 @@
 """Dockerfiles, compose files and the adapter's requirements, checked against the chart and the code.
 
-There is no Docker engine here, so nothing is built: the files are parsed and compared with what the
-chart renders (the source of truth for commands, ports, environment names, mount paths and images)
-and with the environment names the code reads.
+The files are parsed and compared with what the chart renders (the source of truth for commands, ports,
+environment names, mount paths and images) and with the environment names the code reads. The images
+themselves are built and run by tests/e2e/test_images.py.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ IMAGE_ENV = {
     "PIP_NO_CACHE_DIR",
     "PIP_DISABLE_PIP_VERSION_CHECK",
     "DEBIAN_FRONTEND",
+    "NVIDIA_DRIVER_CAPABILITIES",  # the CUDA image: what the NVIDIA container toolkit mounts (compute, utility)
 }
 # Rendered only with some values: render once with all of them on, to see every name the chart can set.
 FULL = {"apiToken.value": "x", "huggingface.token": "y", "adapter.defaultVoice": "v.wav"}
@@ -104,8 +105,12 @@ def charts() -> dict[str, dict[str, dict]]:
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs; continuation lines joined, comments dropped."""
+    return instructions_of(path.read_text(), str(path))
+
+
+def instructions_of(text: str, path: str = "<text>") -> list[tuple[str, str]]:
     instructions, pending = [], ""
-    for raw in path.read_text().splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not pending and (not line or line.startswith("#")):
             continue
@@ -215,12 +220,39 @@ def test_predictor_images_install_the_lock_and_chatterbox():
         runs = " && ".join(rest for word, rest in instructions if word == "RUN")
         assert "requirements.lock" in runs
         assert f"pip install --no-deps chatterbox-tts=={pin}" in runs, name
-    cpu_bases = base_images(dockerfile(DOCKERFILES["predictor-cpu"]))
-    cuda_bases = base_images(dockerfile(DOCKERFILES["predictor-cuda"]))
-    assert all(b.startswith("python:3.11-slim") for b in cpu_bases), cpu_bases
-    assert cuda_bases[0].startswith("nvidia/cuda:") and "runtime" in cuda_bases[0]
-    cuda_runs = " ".join(rest for word, rest in dockerfile(DOCKERFILES["predictor-cuda"]) if word == "RUN")
-    assert "python3.11" in cuda_runs
+    # Both flavours on the slim Python base: torch's PyPI wheels bring CUDA, the toolkit brings the driver.
+    for name in ("predictor-cpu", "predictor-cuda"):
+        instructions = dockerfile(DOCKERFILES[name])
+        stages = {rest.split()[-1] for word, rest in instructions if word == "FROM" and " AS " in rest.upper()}
+        bases = [b for b in base_images(instructions) if b not in stages]
+        assert bases and all(b.startswith("python:3.11-slim") for b in bases), (name, bases)
+
+
+SHARED_START, SHARED_END = "# ---- From here", "# ---- end of the shared part"
+
+
+def _shared_part(path: Path) -> list[tuple[str, str]]:
+    text = path.read_text()
+    return instructions_of(text[text.index(SHARED_START) : text.index(SHARED_END)], str(path))
+
+
+def test_predictor_flavours_share_their_package_and_venv_layers():
+    """Everything up to the final stage's copy of the code is the same instructions in both predictor
+    Dockerfiles: with the same build arguments (`make images` passes them), building one flavour builds
+    the other's layers, and the second build is a cache hit up to its ENV lines."""
+    cpu, cuda = (_shared_part(DOCKERFILES[name]) for name in ("predictor-cpu", "predictor-cuda"))
+    assert cpu == cuda
+    froms = [rest for word, rest in cpu if word == "FROM"]
+    assert froms == ["${PYTHON_IMAGE} AS packages", "packages AS code", "packages"]
+    # The image is the packages stage itself: the venv (several GB) is never copied from stage to stage,
+    # so a change to the code rebuilds only the code stage and the last layer.
+    copies = [rest for word, rest in cpu if word == "COPY" and "--from=" in rest]
+    assert copies == ["--from=code /opt/app/ /opt/venv/lib/python3.11/site-packages/"]
+    assert cpu[-1] == ("COPY", copies[0])
+    for name in ("predictor-cpu", "predictor-cuda"):
+        instructions = dockerfile(DOCKERFILES[name])
+        assert [w for w, _ in instructions[: instructions.index(cpu[0])]] == ["ARG", "ARG"], name
+        assert args_of(instructions)["TORCH_INDEX_URL"]
 
 
 def test_adapter_image_installs_the_adapter_extra_without_torch():
@@ -529,3 +561,19 @@ def test_the_images_version_is_the_code_version():
 
     chart = yaml.safe_load((cr.CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == contract.__version__
+
+
+def test_compose_names_the_images_make_images_builds():
+    """`make images` then `docker compose up`: the compose files name the tags scripts/images.sh gives."""
+    import subprocess
+
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "images.sh"), "tags"], capture_output=True, text=True, check=True
+    ).stdout
+    tags = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    for variant, predictor in (("cpu", "predictor"), ("gpu", "predictor-cuda")):
+        services = compose(variant)["services"]
+        assert services["predictor"]["image"] == tags[predictor], variant
+        assert services["adapter"]["image"] == tags["adapter"], variant
+    readme = (ROOT / "README.md").read_text()
+    assert "make images" in readme and "tests/e2e/test_images.py" in readme
