@@ -17,7 +17,8 @@ What the kit holds (versions from requirements.lock, so the device runs what CI 
   which move between 5.x releases; the pinned 5.2.0 wheel (10 MB) keeps behaviour identical to CI.
   torchaudio must match the device's torch exactly (2.11.0 there), so its version is an option.
 - FALLBACK: wheels installed only when the device cannot import the module already (onnx, only
-  imported by s3tokenizer; pandas, only imported by kserve; Pillow, imported by diffusers).
+  imported by s3tokenizer; pandas, only imported by kserve; Pillow, imported by diffusers; scikit-learn,
+  imported by librosa.effects).
 - DEVICE: never brought, too big or the device's own: torch, numpy, triton, the nvidia libraries, scipy
   (35 MB), numba with llvmlite (64 MB: librosa imports and calls it) and torch's own small dependencies.
   `install` fails at once when one of REQUIRED_ON_DEVICE is missing.
@@ -63,6 +64,7 @@ CORE = [
     "h11",
     "httptools",  # uvicorn's fast HTTP parser and uvloop, as the images have (uvicorn[standard])
     "uvloop",
+    "watchfiles",  # kserve imports it
     "anyio",
     "sniffio",
     "idna",
@@ -119,6 +121,7 @@ CORE = [
     "audioread",
     "decorator",
     "joblib",
+    "cloudpickle",  # joblib's loky imports it
     "lazy-loader",
     "msgpack",
     "pooch",
@@ -140,6 +143,7 @@ FALLBACK = {
     "onnx": ["onnx", "ml_dtypes"],
     "pandas": ["pandas"],
     "PIL": ["pillow"],
+    "sklearn": ["scikit-learn", "threadpoolctl", "narwhals"],  # librosa.effects (chatterbox's trim) imports it
 }
 # Never brought: the device has them (REQUIRED must import, or the check cannot run).
 REQUIRED_ON_DEVICE = ["torch", "numpy", "scipy", "numba"]
