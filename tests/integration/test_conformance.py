@@ -1,6 +1,8 @@
 """Conformance: for the same seed, parameters, weights and token cap, the predictor's audio equals,
 sample for sample, what chatterbox's own generate() produces when called the way users call it
 (voice as audio_prompt_path). The only change to upstream is the token cap, which upstream hard-codes.
+That is the predictor's upstream-exact mode, DTYPE=float32 with SAMPLER=upstream; the default fast
+sampler draws from the same distributions (tests/unit/test_sampling.py), not the same samples.
 Also: two concurrent requests with different voices each get exactly what they get alone."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from scripts.random_weights import write_reference_wav
 from scripts.upstream import load_upstream, upstream_generate
+from tests.support.servers import start_predictor
 from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
@@ -44,8 +47,16 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def upstream_predictor(weights_dir, voices_dir):
+    """The upstream-exact mode: float32 (as every test predictor) and upstream's own sampler."""
+    process = start_predictor(weights_dir, voices_dir, SAMPLER="upstream")
+    yield process
+    process.stop()
+
+
 @pytest.mark.parametrize("variant", ["standard", "turbo", "multilingual"])
-def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, variant):
+def test_predictor_equals_upstream_generate(upstream_predictor, weights_dir, voices_dir, variant):
     model = load_upstream(variant, weights_dir, "cpu")
     params = CASES[variant]
     text = "Bonjour tout le monde." if variant == "multilingual" else "Hello world, this is a test."
@@ -58,7 +69,10 @@ def test_predictor_equals_upstream_generate(predictor, weights_dir, voices_dir, 
         del model
         gc.collect()
     ours = http_infer(
-        predictor.http_url, variant, text, {**params, "voice": "alice.wav", "seed": 1234, "max_new_tokens": CAP}
+        upstream_predictor.http_url,
+        variant,
+        text,
+        {**params, "voice": "alice.wav", "seed": 1234, "max_new_tokens": CAP},
     ).as_numpy("audio")
     assert ours.shape == expected.shape
     np.testing.assert_array_equal(ours, expected)

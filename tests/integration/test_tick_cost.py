@@ -96,7 +96,7 @@ def test_a_steady_tick_costs_the_host_the_same_whatever_the_batch(engine):
     for size in SIZES[variant]:
         costs = steady_tick_cost(engine, size)
         print(f"{variant}, {size} requests: (aten ops, host reads, SDPA calls) per tick {costs}")
-        for ops, reads, sdpa in costs:
+        for _ops, reads, sdpa in costs:
             assert reads <= 1, f"{size} requests: {reads} host reads in one tick"
             assert sdpa == layers, f"{size} requests: {sdpa} SDPA calls for {layers} layers (eager fallback?)"
         ops_by_size[size] = max(ops for ops, _, _ in costs)
