@@ -138,7 +138,7 @@ def running(images, pods, volumes):
         adapter.url = f"http://{pods.ip['adapter']}:8081"
         predictor.wait_http(f"{predictor.url}/v2/health/ready", timeout=900)
         adapter.wait_http(f"{adapter.url}/health", timeout=120)
-        yield {"predictor": predictor, "adapter": adapter, "containers": containers, "security": security}
+        yield {"predictor": predictor, "adapter": adapter, "containers": containers, "pods": pods}
     finally:
         for container in reversed(started):
             if container.alive():
@@ -236,6 +236,16 @@ def test_metrics_from_both(running):
     assert "chatterbox_time_to_first_audio_seconds_bucket" in predictor.text
 
 
+def test_the_predictor_answers_grpc_on_the_charts_port(running):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url=f"{running['pods'].ip['predictor']}:8081")
+    try:
+        assert client.is_server_live() and client.is_model_ready("turbo")
+    finally:
+        client.close()
+
+
 def test_sigterm_stops_both(running):
     """The images' commands run as PID 1 of their containers: SIGTERM must still stop them (drained, exit 0)."""
     for name in ("adapter", "predictor"):
@@ -244,9 +254,15 @@ def test_sigterm_stops_both(running):
         assert container.wait(timeout=120) == 0, container.log()[-4000:]
 
 
-def _run_once(image: str, values_file: str, component: str, args: list[str], log_dir: Path) -> str:
+def _run_once(image: str, values_file: str, component: str, args: list[str], volumes: dict[str, Path]) -> str:
+    """`args` in a container of `image` set up as the chart's `component` (no network), to its exit."""
     containers, security = _render(values_file)
-    container = oci.Container(image, containers[component], security[component], None, {}, args=args, log_dir=log_dir)
+    mounts = {"/app/voices": (volumes["voices"], component == "predictor")}
+    if component == "predictor":
+        mounts |= {"/mnt/models": (volumes["models"], True), "/cache": (volumes["cache"], False)}
+    container = oci.Container(
+        image, containers[component], security[component], None, mounts, args=args, log_dir=volumes["logs"]
+    )
     try:
         code = container.wait(timeout=300)
         assert code == 0, container.log()[-4000:]
@@ -260,11 +276,11 @@ def test_the_cuda_image_imports_the_predictor_and_its_torch_is_a_cuda_build(imag
         "import predictor.model, predictor.service, torch, torchaudio, kserve, chatterbox.tts_turbo; "
         "print('cuda', torch.version.cuda, torch.cuda.is_available())"
     )
-    out = _run_once(images["predictor-cuda"], "values-gpu.yaml", "predictor", ["python", "-c", probe], volumes["logs"])
+    out = _run_once(images["predictor-cuda"], "values-gpu.yaml", "predictor", ["python", "-c", probe], volumes)
     assert "cuda 12.4 False" in out, out  # CUDA 12.4 build; no GPU here
 
 
 def test_the_adapter_image_has_no_torch(images, volumes):
     probe = "import importlib.util, adapter.app; print('torch', importlib.util.find_spec('torch'))"
-    out = _run_once(images["adapter"], "values-cpu.yaml", "adapter", ["python", "-c", probe], volumes["logs"])
+    out = _run_once(images["adapter"], "values-cpu.yaml", "adapter", ["python", "-c", probe], volumes)
     assert "torch None" in out, out
