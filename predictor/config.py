@@ -25,6 +25,11 @@ class PredictorSettings(SharedSettings):
     # tensor ops from per-request counter-based noise; "upstream" runs upstream's own sampler per
     # request (with DTYPE=float32, audio sample-identical to upstream's generate()).
     sampler: Literal["fast", "upstream"] = "fast"
+    # Turbo's T3 step over fixed buffers, one CUDA graph per batch-size bucket (engine/static_batch.py).
+    # Off by default: no GPU run has yet checked it against the eager path. On a CPU it runs uncaptured.
+    cuda_graphs: Literal["off", "on"] = "off"
+    # Requests the static batch holds (its largest bucket); its KV buffers are reserved for all of them.
+    cuda_graph_batch_capacity: int = Field(64, ge=1, le=256)
     load_standard: bool = True
     load_turbo: bool = False
     load_multilingual: bool = False
@@ -39,7 +44,7 @@ class PredictorSettings(SharedSettings):
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 
-    @field_validator("device", "dtype", "sampler", mode="before")
+    @field_validator("device", "dtype", "sampler", "cuda_graphs", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -62,6 +67,8 @@ class PredictorSettings(SharedSettings):
             raise ValueError(
                 "no model selected: set at least one of LOAD_STANDARD, LOAD_TURBO, LOAD_MULTILINGUAL to true"
             )
+        if self.cuda_graphs == "on" and self.sampler == "upstream":
+            raise ValueError("CUDA_GRAPHS=on needs SAMPLER=fast: the upstream sampler runs per request")
         return self
 
     @property

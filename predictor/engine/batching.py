@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Generator
+from typing import Protocol
 
 import torch
 
@@ -33,6 +34,19 @@ from . import sampling, tasks
 from .decode import SpeechDecoder
 from .kv_cache import SlotCache
 from .sampling import SAMPLER_MODES, RowState
+
+
+class DecodingBatch(Protocol):
+    """What the scheduler and `speech_tokens` need of a variant's batch (T3Batch, or with CUDA_GRAPHS=on
+    for turbo static_batch.StaticTurboBatch)."""
+
+    members: list[SpeechDecoder]
+
+    def __len__(self) -> int: ...
+    def join(self, decoder: SpeechDecoder) -> None: ...
+    def leave(self, decoder: SpeechDecoder) -> None: ...
+    def step(self) -> list[SpeechDecoder]: ...
+    def fresh(self) -> T3Batch: ...
 
 
 class T3Batch:
@@ -288,7 +302,7 @@ def _adjust(hooked: list[tuple[int, SpeechDecoder]], scores: torch.Tensor) -> to
     return scores
 
 
-def speech_tokens(decoder: SpeechDecoder, shared: T3Batch, autocast) -> Generator[int, None, None]:
+def speech_tokens(decoder: SpeechDecoder, shared: DecodingBatch, autocast) -> Generator[int, None, None]:
     """Prefill `decoder` and yield its tokens as they are sampled: in a scheduler task, from the
     variant's shared batch (the scheduler steps it); otherwise from a batch of its own, stepped here."""
     with autocast():

@@ -34,12 +34,13 @@ from contract.text import unpaired_surrogate_message
 from contract.variants import SAMPLE_RATE
 
 from ..upstream_patches import tolerate_missing_chinese_segmenter
-from .batching import T3Batch, speech_tokens
+from .batching import DecodingBatch, T3Batch, speech_tokens
 from .decode import CfgDecoder, PrefixLookup, SpeechDecoder, TurboDecoder
 from .flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .precision import resolve_precision
 from .prompt_prefix import PromptPrefixCache
+from .static_batch import StaticTurboBatch
 from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
 from .variants import VARIANT_SPECS, VariantSpec
@@ -51,6 +52,9 @@ Batched = TypeVar("Batched", bound=BatchedCalls)
 
 SPEECH_VOCAB_SIZE = 6561  # ids at or above are start/stop/silence, not speech
 JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece meets the next
+# Positions a turbo prompt may take in the static batch's KV rows: the voice's 150 conditioning
+# tokens, the speaker embedding and a text piece of at most 300 characters, with room to spare.
+STATIC_MAX_PROMPT = 512
 
 
 @dataclass
@@ -59,7 +63,7 @@ class LoadedVariant:
     model: Any  # the upstream Chatterbox*TTS object; its .conds is only ever the built-in voice
     backend: Any  # the HF backend wrapping T3 for CFG prefill (None for turbo)
     punc_norm: Callable[[str], str]
-    batch: T3Batch  # the variant's requests decoding together
+    batch: DecodingBatch  # the variant's requests decoding together
     flow_encoder: EncoderBatch  # the variant's requests' flow encoder calls, run together
     flow_estimator: EstimatorBatch  # the variant's requests' flow ODE steps, run together
     prefixes: PromptPrefixCache  # T3's KV of each voice's conditioning prompt
@@ -134,12 +138,25 @@ class ChatterboxEngine:
         self.precision.adapt_flow(model.s3gen.flow.decoder.estimator)
         self.precision.adapt_hift(model.s3gen.mel2wav)
         flow = model.s3gen.flow
+        batch: DecodingBatch
+        if spec.name == "turbo" and self.settings.cuda_graphs == "on":
+            batch = StaticTurboBatch(
+                model.t3,
+                self.precision.t3_autocast,
+                self.precision.t3,
+                capacity=self.settings.cuda_graph_batch_capacity,
+                max_new_tokens=self.settings.max_new_tokens,
+                max_prompt=STATIC_MAX_PROMPT,
+                capture=self.device == "cuda",
+            )
+        else:
+            batch = T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype, self.settings.sampler)
         return LoadedVariant(
             spec=spec,
             model=model,
             backend=backend,
             punc_norm=module.punc_norm,
-            batch=T3Batch(model.t3, self.precision.t3_autocast, self.precision.t3_cache_dtype, self.settings.sampler),
+            batch=batch,
             flow_encoder=self._batch_calls(flow.encoder, EncoderBatch(flow.encoder, *self._flow_batching)),
             flow_estimator=self._batch_calls(
                 flow.decoder.estimator, EstimatorBatch(flow.decoder.estimator.forward, *self._flow_batching)
