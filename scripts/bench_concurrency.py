@@ -16,6 +16,8 @@ Request i has its own seed and text; level N sends requests 0..N-1.
   time (marked ≈ in the table): on a GPU, 64 lone requests would spend the lease on a baseline whose
   rate the first 16 already give;
 - concurrent: for each level N, the N requests sent at once (generate_stream, SSE).
+With `--unstreamed` every call, serial and concurrent, is a V2 infer over REST instead (bar F-1's
+shape: the whole answer at once; time to first audio is then the whole call).
 Columns: aggregate audio-seconds per wall-second, its ratio to serial, median and p95 time to first
 audio (streamed) and median latency (to the `done` event), concurrent. Random weights rarely emit
 the stop token, so every request makes its full token cap. The PNG plots throughput and TTFA
@@ -88,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="run only the first K requests alone for the serial baseline; higher levels take K's mean (default: all)",
     )
+    parser.add_argument(
+        "--unstreamed",
+        action="store_true",
+        help="V2 infer calls (the whole answer) instead of generate_stream, serial and concurrent alike",
+    )
     parser.add_argument("--plot", type=Path, default=Path("build/bench/concurrency.png"), help="PNG to write")
 
 
@@ -115,12 +122,19 @@ def request_body(variant: str, i: int, tokens: int, seed: int) -> tuple[str, dic
     return TEXTS[i % len(TEXTS)].format(i=i), {"voice": VOICE, "seed": seed + i, "max_new_tokens": tokens}
 
 
-def run_level(url: str, variant: str, indices: list[int], tokens: int, seed: int) -> dict:
-    def one(i: int):
+def run_level(url: str, variant: str, indices: list[int], tokens: int, seed: int, unstreamed: bool = False) -> dict:
+    def one(i: int) -> tuple[int, float, float]:
+        """(samples, first audio s, done s) of request i."""
         text, params = request_body(variant, i, tokens, seed)
         client = PredictorClient(url)
         try:
-            return client.stream(variant, text, params)
+            if unstreamed:
+                whole = client.infer(variant, text, params)
+                return len(whole.audio), whole.seconds, whole.seconds
+            streamed = client.stream(variant, text, params)
+            first, done = streamed.first_chunk_seconds, streamed.total_seconds
+            assert first is not None and done is not None, f"request {i} streamed no audio"
+            return len(streamed.audio), first, done
         finally:
             client.close()
 
@@ -130,9 +144,9 @@ def run_level(url: str, variant: str, indices: list[int], tokens: int, seed: int
     wall = time.perf_counter() - started
     return {
         "wall_s": wall,
-        "audio_s": sum(len(r.audio) for r in results) / SAMPLE_RATE,
-        "ttfa_s": [r.first_chunk_seconds for r in results],
-        "latency_s": [r.total_seconds for r in results],
+        "audio_s": sum(samples for samples, _, _ in results) / SAMPLE_RATE,
+        "ttfa_s": [first for _, first, _ in results],
+        "latency_s": [done for _, _, done in results],
     }
 
 
@@ -174,14 +188,14 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
         try:
             predictor.wait_ready()
             log(f"{variant}: warm-up")
-            run_level(predictor.url, variant, [0], tokens, args.seed + 10_000)
+            run_level(predictor.url, variant, [0], tokens, args.seed + 10_000, args.unstreamed)
             # A request alone runs the same way in both modes: the serial baseline is measured once.
             for i in range(len(serial), alone):
                 log(f"{variant}: serial request {i + 1}/{alone}")
-                serial.append(run_level(predictor.url, variant, [i], tokens, args.seed))
+                serial.append(run_level(predictor.url, variant, [i], tokens, args.seed, args.unstreamed))
             for level in levels:
                 log(f"{variant}: {level} concurrent (vocoder {vocoder})")
-                concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed)
+                concurrent = run_level(predictor.url, variant, list(range(level)), tokens, args.seed, args.unstreamed)
                 serial_wall, serial_audio = serial_figures(serial, level)
                 row = {
                     "vocoder": vocoder,
@@ -208,9 +222,10 @@ def variant_table(args: argparse.Namespace, variant: str, weights: Path, voices:
     return {"variant": variant, "tokens": tokens, "rows": rows, "serial_ttfa_s": serial[0]["ttfa_s"][0]}
 
 
-def render(results: list[dict]) -> str:
+def render(results: list[dict], unstreamed: bool = False) -> str:
+    shape = "unstreamed (V2 infer; first audio = the whole call)" if unstreamed else "streamed"
     lines = [
-        "Concurrency: N streamed requests at once vs the same N one after another (same run)",
+        f"Concurrency: N {shape} requests at once vs the same N one after another (same run)",
         "",
         "| variant | cap | vocoder | N | audio s | serial wall s | concurrent wall s | audio s per wall s "
         "| ratio to serial | TTFA median / p95 s | TTFA ÷ serial TTFA | latency median / p95 s |",
@@ -289,7 +304,7 @@ def run(args: argparse.Namespace, weights: Path, device: str) -> str:
         results = [variant_table(args, variant, weights, Path(voices), device) for variant in args.variants]
     config = config_line(args, device)
     plot(results, args.plot, config.replace("; ", "\n", 2))
-    return f"{config}\n\n{render(results)}\n\nPlot: {args.plot}"
+    return f"{config}\n\n{render(results, args.unstreamed)}\n\nPlot: {args.plot}"
 
 
 def main(argv: list[str] | None = None) -> int:
