@@ -28,6 +28,9 @@ class PredictorSettings(SharedSettings):
     # Turbo's T3 step over fixed buffers, one CUDA graph per batch-size bucket (engine/static_batch.py).
     # Off by default: no GPU run has yet checked it against the eager path. On a CPU it runs uncaptured.
     cuda_graphs: Literal["off", "on"] = "off"
+    # Before a variant is reported loaded, synthesise a few tokens with it, streamed and whole, so that the
+    # first requests do not pay for kernel selection and lazy loading (on a GPU, seconds). auto: on CUDA only.
+    warm_up: Literal["auto", "on", "off"] = "auto"
     # Requests the static batch holds (its largest bucket); its KV buffers are reserved for all of them.
     cuda_graph_batch_capacity: int = Field(64, ge=1, le=256)
     load_standard: bool = True
@@ -44,7 +47,7 @@ class PredictorSettings(SharedSettings):
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 
-    @field_validator("device", "dtype", "sampler", "cuda_graphs", mode="before")
+    @field_validator("device", "dtype", "sampler", "cuda_graphs", "warm_up", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

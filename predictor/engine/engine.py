@@ -55,6 +55,7 @@ JOIN_FADE_SAMPLES = SAMPLE_RATE // 100  # 10 ms fade-out where one text piece me
 # Positions a turbo prompt may take in the static batch's KV rows: the voice's 150 conditioning
 # tokens, the speaker embedding and a text piece of at most 300 characters, with room to spare.
 STATIC_MAX_PROMPT = 512
+WARM_UP_TOKENS = 12  # past the first stream chunk (5 tokens), so both flow windows are met
 
 
 @dataclass
@@ -102,7 +103,10 @@ class ChatterboxEngine:
     def load(self) -> None:
         for name in self.settings.variants:
             started = time.perf_counter()
-            self.variants[name] = self._load_variant(VARIANT_SPECS[name])
+            loaded = self._load_variant(VARIANT_SPECS[name])
+            if self.settings.warm_up == "on" or (self.settings.warm_up == "auto" and self.device == "cuda"):
+                self._warm_up(loaded)
+            self.variants[name] = loaded
             logger.info(
                 "%s model loaded on %s (%s) in %.1f s",
                 name,
@@ -110,6 +114,25 @@ class ChatterboxEngine:
                 self.precision.describe(),
                 time.perf_counter() - started,
             )
+
+    def _warm_up(self, loaded: LoadedVariant) -> None:
+        """A few tokens of the built-in voice, whole and streamed, before the variant counts as loaded."""
+        if loaded.model.conds is None:
+            logger.info("%s: no built-in voice, no warm-up", loaded.spec.name)
+            return
+        started = time.perf_counter()
+        params: dict[str, Any] = {"seed": 0, "max_new_tokens": WARM_UP_TOKENS}
+        if loaded.spec.name == "multilingual":
+            params["language_id"] = "en"
+        self.variants[loaded.spec.name] = loaded  # prepare() looks the variant up
+        try:
+            request = self.prepare(loaded.spec.name, "Warming up.", params)
+            for stream in (False, True):
+                for _ in self.chunks(request, stream=stream):
+                    pass
+        finally:
+            del self.variants[loaded.spec.name]
+        logger.info("%s warmed up in %.1f s", loaded.spec.name, time.perf_counter() - started)
 
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
         folder = resolve_weights(self.settings.model_dir, spec)

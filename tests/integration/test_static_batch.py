@@ -6,6 +6,7 @@ replays, so this pins the step's logic; the device kit compares the captured gra
 from __future__ import annotations
 
 import gc
+import logging
 
 import pytest
 import torch
@@ -30,7 +31,12 @@ PARAMS = [
 
 
 @pytest.fixture(scope="module")
-def engine(weights_dir):
+def warm_up_log() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def engine(weights_dir, warm_up_log):
     settings = PredictorSettings(
         model_dir=str(weights_dir),
         load_standard=False,
@@ -39,12 +45,29 @@ def engine(weights_dir):
         cuda_graphs="on",
         cuda_graph_batch_capacity=4,
         max_new_tokens=200,
+        warm_up="on",  # auto warms up on CUDA only
     )
     engine = ChatterboxEngine(settings)
-    engine.load()
+    handler = logging.Handler()
+    handler.emit = lambda record: warm_up_log.append(record.getMessage())  # type: ignore[method-assign]
+    engine_logger = logging.getLogger("predictor.engine.engine")
+    level = engine_logger.level
+    engine_logger.addHandler(handler)
+    engine_logger.setLevel(logging.INFO)
+    try:
+        engine.load()
+    finally:
+        engine_logger.removeHandler(handler)
+        engine_logger.setLevel(level)
     yield engine
     engine.variants.clear()
     gc.collect()
+
+
+def test_warm_up_synthesises_before_the_variant_counts_as_loaded(engine, warm_up_log):
+    warmed = next(i for i, message in enumerate(warm_up_log) if message.startswith("turbo warmed up"))
+    loaded = next(i for i, message in enumerate(warm_up_log) if message.startswith("turbo model loaded"))
+    assert warmed < loaded and engine.ready
 
 
 def test_buckets_cover_every_size_up_to_the_capacity():
