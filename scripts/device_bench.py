@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.variant} N={level}: {result['audio_s'] / result['wall_s']:.2f} audio s per wall s, "
                     f"TTFA median {statistics.median(result['ttfa_s']):.3f} s, wall {result['wall_s']:.1f} s"
                 )
-        finally:
-            predictor.stop()
+        finally:  # briefly: a phase cut short has 10 s from SIGTERM to SIGKILL
+            predictor.session.close()
+            predictor.process.stop(timeout=5)
     log(f"{args.variant}: done")
     return 0
 

@@ -15,7 +15,7 @@
 #   TURBO_LEVELS=1,8,32,64 TURBO_TOKENS=200 TURBO_LONE=10     STANDARD_LEVELS=1,8,32 STANDARD_TOKENS=100 STANDARD_LONE=3
 #   STREAM_TOKENS=200 STREAM_REPEATS=1 WARMUP_TOKENS=20
 #   PROFILE_LONE_TOKENS=40 PROFILE_BATCH=32 PROFILE_BATCH_TOKENS=64
-#   phase budgets in seconds: BUDGET_KIT=30 BUDGET_WEIGHTS=80 BUDGET_PROFILE=90 BUDGET_TURBO=160 BUDGET_STANDARD=100
+#   phase budgets in seconds: BUDGET_KIT=60 BUDGET_WEIGHTS=70 BUDGET_PROFILE=90 BUDGET_TURBO=150 BUDGET_STANDARD=90
 set -u
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
@@ -69,9 +69,10 @@ summary() {
   log "done in $(($(date +%s) - STARTED)) s: $OUT/summary.md"
 }
 trap summary EXIT
+trap 'exit 143' TERM INT  # the summary is still written
 
 # 1. The kit, into WORK/site, ahead of everything on PYTHONPATH (no network, no pip).
-phase kit "${BUDGET_KIT:-30}" "$PYTHON" scripts/device_kit.py install --kit "$KIT" --target "$SITE" --report "$OUT/kit-install.json"
+phase kit "${BUDGET_KIT:-60}" "$PYTHON" scripts/device_kit.py install --kit "$KIT" --target "$SITE" --report "$OUT/kit-install.json"
 export PYTHONPATH="$SITE:$PWD" PYTHONNOUSERSITE=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false BENCH_LOG_DIR="$OUT/logs"
 # What runs, and proof that the kit's packages are the ones imported.
 "$PYTHON" - "$SITE" "$DEVICE" >"$OUT/config.txt" 2>>"$OUT/logs/config.log" <<'PY' || log "config: failed (logs/config.log)"
@@ -88,7 +89,7 @@ PY
 cat "$OUT/config.txt" >&2
 
 # 2. Random weights (only the variants measured), outside OUT: gigabytes that must not travel back.
-phase weights "${BUDGET_WEIGHTS:-80}" "$PYTHON" -m scripts.random_weights --out "$WEIGHTS" --variants "$VARIANTS"
+phase weights "${BUDGET_WEIGHTS:-70}" "$PYTHON" -m scripts.random_weights --out "$WEIGHTS" --variants "$VARIANTS"
 
 # 3. In-process profile: a lone request and one steady tick of a full T3 batch, per variant.
 phase profile "${BUDGET_PROFILE:-90}" "$PYTHON" -m scripts.device_profile --weights "$WEIGHTS" --out "$OUT" \
@@ -100,8 +101,8 @@ for variant in ${VARIANTS//,/ }; do
   upper=${variant^^}
   levels_var=${upper}_LEVELS tokens_var=${upper}_TOKENS lone_var=${upper}_LONE budget_var=BUDGET_${upper}
   case $variant in
-    turbo) default_levels=1,8,32,64 default_tokens=200 default_lone=10 default_budget=160 ;;
-    *) default_levels=1,8,32 default_tokens=100 default_lone=3 default_budget=100 ;;
+    turbo) default_levels=1,8,32,64 default_tokens=200 default_lone=10 default_budget=150 ;;
+    *) default_levels=1,8,32 default_tokens=100 default_lone=3 default_budget=90 ;;
   esac
   phase "bench-$variant" "${!budget_var:-$default_budget}" "$PYTHON" -m scripts.device_bench --weights "$WEIGHTS" \
     --variant "$variant" --out "$OUT/bench-$variant.jsonl" --device "$DEVICE" \

@@ -42,9 +42,11 @@ DRY_RUN = {
     "PROFILE_LONE_TOKENS": "6",
     "PROFILE_BATCH": "2",
     "PROFILE_BATCH_TOKENS": "12",
-    "DEVICE_CHECK_BUDGET_S": "420",
-    "BUDGET_PROFILE": "150",
-    "BUDGET_TURBO": "150",
+    # Loose budgets: on 2 busy cores, numba compiling librosa's kernels in each new process takes minutes.
+    "DEVICE_CHECK_BUDGET_S": "1000",
+    "BUDGET_PROFILE": "300",
+    "BUDGET_TURBO": "500",
+    "BUDGET_KIT": "120",
 }
 
 
@@ -103,7 +105,7 @@ def test_device_check_dry_run(tmp_path, weights_dir):
     )
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", "scripts/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        ["bash", "scripts/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1100
     )
     elapsed = time.monotonic() - started
     print(result.stderr[-5000:])
@@ -117,7 +119,8 @@ def test_device_check_dry_run(tmp_path, weights_dir):
     assert not failed, (failed, logs)
 
     install = json.loads((out / "kit-install.json").read_text())
-    assert set(install["fallbacks_installed"]) == {"onnx", "pandas", "PIL"}, install  # the bare Python has none
+    # The bare Python has none of the fallbacks' modules.
+    assert set(install["fallbacks_installed"]) == {"onnx", "pandas", "PIL", "sklearn"}, install
     config = (out / "config.txt").read_text()
     assert "device=cpu" in config and "(kit)" in config, config
 
