@@ -15,7 +15,9 @@
 #   TURBO_LEVELS=1,8,32,64 TURBO_TOKENS=200 TURBO_LONE=10     STANDARD_LEVELS=1,8,32 STANDARD_TOKENS=100 STANDARD_LONE=3
 #   STREAM_TOKENS=200 STREAM_REPEATS=1 WARMUP_TOKENS=20
 #   PROFILE_LONE_TOKENS=40 PROFILE_BATCH=32 PROFILE_BATCH_TOKENS=64
-#   phase budgets in seconds: BUDGET_KIT=60 BUDGET_WEIGHTS=70 BUDGET_PROFILE=90 BUDGET_TURBO=150 BUDGET_STANDARD=90
+#   GRAPH_LEVELS=1,8,32,64 GRAPH_TOKENS=60 GRAPH_COMPARE=4
+#   phase budgets in seconds: BUDGET_KIT=60 BUDGET_WEIGHTS=70 BUDGET_PROFILE=80 BUDGET_GRAPHS=60
+#   BUDGET_TURBO=130 BUDGET_STANDARD=80
 set -u
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
@@ -92,17 +94,25 @@ cat "$OUT/config.txt" >&2
 phase weights "${BUDGET_WEIGHTS:-70}" "$PYTHON" -m scripts.random_weights --out "$WEIGHTS" --variants "$VARIANTS"
 
 # 3. In-process profile: a lone request and one steady tick of a full T3 batch, per variant.
-phase profile "${BUDGET_PROFILE:-90}" "$PYTHON" -m scripts.device_profile --weights "$WEIGHTS" --out "$OUT" \
+phase profile "${BUDGET_PROFILE:-80}" "$PYTHON" -m scripts.device_profile --weights "$WEIGHTS" --out "$OUT" \
   --variants "$PROFILE_VARIANTS" --device "$DEVICE" --lone-tokens "${PROFILE_LONE_TOKENS:-40}" \
   --batch "${PROFILE_BATCH:-32}" --batch-tokens "${PROFILE_BATCH_TOKENS:-64}"
 
-# 4. Per variant, over HTTP: warm-up, lone requests, streaming, then the concurrency levels.
+# 4. CUDA_GRAPHS=on against the eager batch, in-process (turbo): the same tokens, and the step's time
+#    at each level; what decides whether the graphs may become the default (README, "The GPU path").
+if [[ ",$VARIANTS," == *,turbo,* ]]; then
+  phase graphs "${BUDGET_GRAPHS:-60}" "$PYTHON" -m scripts.device_graph_check --weights "$WEIGHTS" --out "$OUT" \
+    --device "$DEVICE" --levels "${GRAPH_LEVELS:-1,8,32,64}" --tokens "${GRAPH_TOKENS:-60}" \
+    --compare "${GRAPH_COMPARE:-4}"
+fi
+
+# 5. Per variant, over HTTP: warm-up, lone requests, streaming, then the concurrency levels.
 for variant in ${VARIANTS//,/ }; do
   upper=${variant^^}
   levels_var=${upper}_LEVELS tokens_var=${upper}_TOKENS lone_var=${upper}_LONE budget_var=BUDGET_${upper}
   case $variant in
-    turbo) default_levels=1,8,32,64 default_tokens=200 default_lone=10 default_budget=150 ;;
-    *) default_levels=1,8,32 default_tokens=100 default_lone=3 default_budget=90 ;;
+    turbo) default_levels=1,8,32,64 default_tokens=200 default_lone=10 default_budget=130 ;;
+    *) default_levels=1,8,32 default_tokens=100 default_lone=3 default_budget=80 ;;
   esac
   phase "bench-$variant" "${!budget_var:-$default_budget}" "$PYTHON" -m scripts.device_bench --weights "$WEIGHTS" \
     --variant "$variant" --out "$OUT/bench-$variant.jsonl" --device "$DEVICE" \

@@ -189,6 +189,9 @@ def main(out: Path) -> int:
     ]
     head = 4 if config.exists() else 0
     lines = lines[: 2 + head] + target_lines + lines[2 + head :]
+    graphs = out / "graphs.md"  # scripts/device_graph_check.py: CUDA_GRAPHS=on against the eager batch
+    if graphs.exists():
+        lines += ["", "## CUDA graphs", "", graphs.read_text().strip()]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -42,11 +42,15 @@ DRY_RUN = {
     "PROFILE_LONE_TOKENS": "6",
     "PROFILE_BATCH": "2",
     "PROFILE_BATCH_TOKENS": "12",
+    "GRAPH_LEVELS": "1,2",
+    "GRAPH_TOKENS": "8",
+    "GRAPH_COMPARE": "2",
     # Loose budgets: on 2 busy cores, numba compiling librosa's kernels in each new process takes minutes.
     "DEVICE_CHECK_BUDGET_S": "1000",
     "BUDGET_PROFILE": "300",
     "BUDGET_TURBO": "500",
     "BUDGET_KIT": "120",
+    "BUDGET_GRAPHS": "300",
 }
 
 
@@ -113,7 +117,7 @@ def test_device_check_dry_run(tmp_path, weights_dir):
     assert result.returncode == 0, result.stderr[-3000:]
 
     phases = [line.split("\t") for line in (out / "phases.tsv").read_text().splitlines()]
-    assert [p[0] for p in phases] == ["kit", "weights", "profile", "bench-turbo"], phases
+    assert [p[0] for p in phases] == ["kit", "weights", "profile", "graphs", "bench-turbo"], phases
     failed = {name: rc for name, rc, _, _ in phases if rc != "0"}
     logs = {p.name: p.read_text(errors="replace")[-2000:] for p in (out / "logs").glob("*.log")}
     assert not failed, (failed, logs)
@@ -148,3 +152,6 @@ def test_device_check_dry_run(tmp_path, weights_dir):
     assert "| turbo lone: time to first audio, median | <= 150 ms |" in summary
     assert "| turbo | 8 | 2 |" in summary, summary  # the N=2 concurrency row
     assert "turbo-tick2.json.gz" in summary
+    graphs = json.loads((out / "graphs.json").read_text())
+    assert graphs["tokens"] == {"requests": 2, "matched": 2, "first_difference": {}}, graphs
+    assert [row["level"] for row in graphs["ticks"]] == [1, 2] and "## CUDA graphs" in summary
