@@ -17,6 +17,7 @@ import torch
 from predictor.config import PredictorSettings
 from predictor.engine.engine import ChatterboxEngine
 from predictor.engine.scheduler import Scheduler
+from tests.integration.test_batched_exactness import TokensOnly
 from tests.support.dispatch_count import counted, host_reads
 
 pytestmark = pytest.mark.slow
@@ -44,24 +45,6 @@ def engine(request, weights_dir):
     yield engine
     engine.variants.clear()
     gc.collect()
-
-
-class TokensOnly:
-    """The engine as the scheduler sees it, with chunks() that decode tokens and vocode nothing
-    (steady ticks are T3 ticks, as for unstreamed requests before their piece ends)."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.variants = engine.variants
-
-    def chunks(self, request, cancelled, stream):
-        loaded = self.engine.variants[request.variant]
-        generator = torch.Generator().manual_seed(request.seed)
-        t3_cond = self.engine._t3_cond(loaded, request)
-        prefix = self.engine._prefix_lookup(loaded, request)
-        for _ in self.engine._speech_tokens(loaded, request.pieces[0], t3_cond, request.params, generator, prefix):
-            pass
-        yield from ()
 
 
 def steady_tick_cost(engine, requests: int) -> list[tuple[int, int, int]]:
