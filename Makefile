@@ -54,7 +54,7 @@ $(TEST_WEIGHTS)/.complete: $(SETUP_STAMP)
 
 # `make test` also installs the test tools (helm, the chart README generator, checkov, chromium); `make run` needs none.
 test: $(SETUP_STAMP) test-tools lint $(TEST_WEIGHTS)/.complete
-	CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q --durations=25 tests
+	CHATTERBOX_REQUIRE_IMAGES=1 CHATTERBOX_TEST_WEIGHTS=$(abspath $(TEST_WEIGHTS)) HELM=$(abspath $(HELM)) $(PY) -m pytest -q --durations=25 tests
 
 # The schema fuzz of `make test`, deeper: more examples per route (FUZZ_EXAMPLES) and a seed to vary (FUZZ_SEED).
 fuzz: $(SETUP_STAMP)

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from contract.variants import VARIANT_NAMES
+from scripts.processes import ManagedProcess
 from scripts.random_weights import write_reference_wav
 from scripts.upstream import load_upstream, upstream_generate
 from tests.support.servers import start_predictor
@@ -49,10 +51,23 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def upstream_predictor(weights_dir, voices_dir):
-    """The upstream-exact mode: float32 (as every test predictor) and upstream's own sampler."""
-    process = start_predictor(weights_dir, voices_dir, SAMPLER="upstream")
-    yield process
-    process.stop()
+    """Given a variant, a predictor in the upstream-exact mode (float32, as every test predictor, and
+    upstream's own sampler) with only that variant loaded, one at a time: a float32 predictor with all
+    three holds about 10 GB, and the session's predictor is running beside it."""
+    running: dict[str, ManagedProcess] = {}
+
+    def predictor_for(variant: str) -> ManagedProcess:
+        if variant not in running:
+            for process in running.values():
+                process.stop()
+            running.clear()
+            loads = {f"LOAD_{name.upper()}": str(name == variant).lower() for name in VARIANT_NAMES}
+            running[variant] = start_predictor(weights_dir, voices_dir, SAMPLER="upstream", **loads)
+        return running[variant]
+
+    yield predictor_for
+    for process in running.values():
+        process.stop()
 
 
 @pytest.mark.parametrize("variant", ["standard", "turbo", "multilingual"])
@@ -69,7 +84,7 @@ def test_predictor_equals_upstream_generate(upstream_predictor, weights_dir, voi
         del model
         gc.collect()
     ours = http_infer(
-        upstream_predictor.http_url,
+        upstream_predictor(variant).http_url,
         variant,
         text,
         {**params, "voice": "alice.wav", "seed": 1234, "max_new_tokens": CAP},
