@@ -15,7 +15,7 @@
 #   TURBO_LEVELS=1,8,32,64 TURBO_TOKENS=200 TURBO_LONE=10     STANDARD_LEVELS=1,8,32 STANDARD_TOKENS=100 STANDARD_LONE=3
 #   STREAM_TOKENS=200 STREAM_REPEATS=1 WARMUP_TOKENS=20
 #   PROFILE_LONE_TOKENS=40 PROFILE_BATCH=32 PROFILE_BATCH_TOKENS=64
-#   GRAPH_LEVELS=1,8,32,64 GRAPH_TOKENS=60 GRAPH_COMPARE=4
+#   GRAPH_LEVELS=1,8,32,64 GRAPH_TOKENS=60 GRAPH_COMPARE=4 GRAPH_DTYPE=auto
 #   phase budgets in seconds: BUDGET_KIT=60 BUDGET_WEIGHTS=70 BUDGET_PROFILE=80 BUDGET_GRAPHS=60
 #   BUDGET_TURBO=130 BUDGET_STANDARD=80
 set -u
@@ -103,7 +103,7 @@ phase profile "${BUDGET_PROFILE:-80}" "$PYTHON" -m scripts.device_profile --weig
 if [[ ",$VARIANTS," == *,turbo,* ]]; then
   phase graphs "${BUDGET_GRAPHS:-60}" "$PYTHON" -m scripts.device_graph_check --weights "$WEIGHTS" --out "$OUT" \
     --device "$DEVICE" --levels "${GRAPH_LEVELS:-1,8,32,64}" --tokens "${GRAPH_TOKENS:-60}" \
-    --compare "${GRAPH_COMPARE:-4}"
+    --compare "${GRAPH_COMPARE:-4}" --dtype "${GRAPH_DTYPE:-auto}"
 fi
 
 # 5. Per variant, over HTTP: warm-up, lone requests, streaming, then the concurrency levels.

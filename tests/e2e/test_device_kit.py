@@ -45,6 +45,9 @@ DRY_RUN = {
     "GRAPH_LEVELS": "1,2",
     "GRAPH_TOKENS": "8",
     "GRAPH_COMPARE": "2",
+    # float32: token for token (bf16 may flip a near-tie; on a CPU the eager batch even attends in
+    # float32 over a float32 cache while the static step keeps bf16 buffers).
+    "GRAPH_DTYPE": "float32",
     # Loose budgets: on 2 busy cores, numba compiling librosa's kernels in each new process takes minutes.
     "DEVICE_CHECK_BUDGET_S": "1000",
     "BUDGET_PROFILE": "300",
