@@ -253,23 +253,8 @@ class T3Batch:
 
     def _forward_upstream(self) -> None:
         embeds = torch.cat([m.next_embeds() for m in self.members])  # (rows, 1, dim)
-        rows = embeds.size(0)
         wants_attentions = any(m.wants_attentions for m in self.members)
-        kwargs = {}
-        if any(self.padding):
-            device = embeds.device
-            mask = torch.ones(rows, self.length + 1, dtype=torch.long, device=device)
-            positions = torch.empty(rows, 1, dtype=torch.long, device=device)
-            row = 0
-            for member, pad in zip(self.members, self.padding, strict=True):
-                mask[row : row + member.rows, :pad] = 0
-                positions[row : row + member.rows] = self.length - pad
-                row += member.rows
-            kwargs = {
-                "attention_mask": mask,
-                "position_ids": positions,
-                "cache_position": torch.tensor([self.length], device=device),
-            }
+        kwargs = self._position_kwargs(embeds.device)
         with self.autocast():
             if self.t3.hp.llama_config_name and not getattr(self.t3, "is_gpt", False):
                 # As upstream's HF backend calls Llama for CFG decoding; logits from the last hidden state.
