@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,7 @@ from contract.errors import ServiceError
 from predictor.engine import tasks
 from predictor.engine.engine import AudioChunk
 from predictor.service import SynthesisService
-from predictor.torch_thread import TorchThread
+from predictor.torch_thread import JOB_ROUND_S, TorchThread
 
 
 class StepEngine:
@@ -141,3 +142,30 @@ def test_release_free_heap_gives_memory_back_on_glibc():
     freed = before - process.memory_info().rss
     del anchor
     assert freed > 64 * 1024 * 1024, f"only {freed / 2**20:.0f} MiB were given back"
+
+
+def test_a_burst_of_quick_jobs_starts_between_two_ticks_and_a_slow_one_lets_a_tick_in():
+    """Requests arriving together start in one tick, so their T3 rows join the batch together
+    (torch_thread.py, `JOB_ROUND_S`); a slow job still gives the ticks their turn."""
+    thread = TorchThread()
+    ticks = [0]
+    gate = threading.Event()
+
+    def tick() -> bool:
+        ticks[0] += 1
+        gate.wait()  # the burst below is queued while this tick runs
+        return ticks[0] < 1000
+
+    seen: list[int] = []
+    thread.set_ticker(tick)
+    thread.submit(lambda: None)  # wakes the loop: it ticks from here on
+    while ticks[0] == 0:
+        pass
+    burst = [thread.submit(lambda: seen.append(ticks[0])) for _ in range(6)]
+    slow = thread.submit(lambda: (seen.append(ticks[0]), time.sleep(2 * JOB_ROUND_S)))
+    after_slow = thread.submit(lambda: seen.append(ticks[0]))
+    gate.set()
+    for future in [*burst, slow, after_slow]:
+        future.result(timeout=10)
+    assert len(set(seen[:7])) == 1, seen  # the burst and the slow job: between the same two ticks
+    assert seen[7] > seen[6], seen  # after the slow job, a tick ran before the next job
