@@ -71,19 +71,19 @@ run: $(SETUP_STAMP)
 bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 	$(PY) -m scripts.bench --weights $(abspath $(TEST_WEIGHTS)) --tables main,streaming,concurrency,precision
 
-# The memory soak (README, "Memory soak"): 1,000 mixed requests through a turbo predictor and the adapter,
+# The memory soak (docs/benchmarks.md, "Memory soak"): 1,000 mixed requests through a turbo predictor and the adapter,
 # RSS plotted to build/soak/, non-zero exit over the bound. SOAK_ARGS adds flags, e.g. --leak-voices.
 soak: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 	$(PY) -m scripts.soak --weights $(abspath $(TEST_WEIGHTS)) $(SOAK_ARGS)
 
-# The three images (README, "Images"): `docker build` when a Docker engine answers, else buildah from a
+# The three images (docs/container-images.md): `docker build` when a Docker engine answers, else buildah from a
 # Debian base made here with mmdebstrap (both installed as root when missing). IMAGE_BUILDER=docker|buildah.
 # tests/e2e/test_images.py (in `make test`) builds them the same way, then runs them as the chart does.
 .PHONY: images image-scan
 images:
 	bash scripts/images.sh build
 
-# The images' Python packages checked with pip-audit against PyPI's vulnerability data (README, "Images").
+# The images' Python packages checked with pip-audit against PyPI's vulnerability data (docs/container-images.md).
 image-scan:
 	bash scripts/images.sh scan
 
@@ -98,7 +98,7 @@ manifests: $(SETUP_STAMP) $(HELM)
 chart-readme: test-tools
 	$(README_GENERATOR) --values charts/chatterbox-tts/values.yaml --readme charts/chatterbox-tts/README.md
 
-# The device kit (README, "A GPU check in one command"): wheels for what a bare GPU host lacks, into
+# The device kit (docs/engine.md, "A GPU check in one command"): wheels for what a bare GPU host lacks, into
 # build/device-kit, checked against the 64 MiB a device run may carry. KIT_PYTHON_VERSION and KIT_TORCHAUDIO
 # follow the device (3.12 and torch 2.11 there); the CPU dry run (tests/e2e/test_device_kit.py) builds one
 # for this machine's Python 3.11 and torch 2.6.

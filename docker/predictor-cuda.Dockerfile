@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 # The predictor, CUDA flavour (tag <version>-cuda; needs the NVIDIA container toolkit on the host).
 #   docker build -f docker/predictor-cuda.Dockerfile -t ghcr.io/chatterbox-serve/chatterbox-predictor:0.1.0-cuda .
-# `make images` builds it (with Docker, or with buildah where there is no Docker engine; README, "Images").
+# `make images` builds it (with Docker, or with buildah where there is no Docker engine; docs/container-images.md).
 # torch's PyPI wheels bring their own CUDA 12.4 libraries (the nvidia-* packages in requirements.lock), and
 # the NVIDIA container toolkit injects the driver (libcuda) at run time: the base is the same slim Python
-# image as the CPU flavour's, no nvidia/cuda image (README, "Images", says why).
+# image as the CPU flavour's, no nvidia/cuda image (docs/container-images.md, says why).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG TORCH_INDEX_URL=https://pypi.org/simple
 

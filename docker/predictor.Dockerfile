@@ -1,12 +1,12 @@
 # syntax=docker/dockerfile:1
 # The predictor, CPU flavour (KServe custom predictor, `python -m predictor`).
 #   docker build -f docker/predictor.Dockerfile -t ghcr.io/chatterbox-serve/chatterbox-predictor:0.1.0 .
-# `make images` builds it (with Docker, or with buildah where there is no Docker engine; README, "Images").
+# `make images` builds it (with Docker, or with buildah where there is no Docker engine; docs/container-images.md).
 # Layers go from least to most often changed: Python packages, then the code.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # CPU-only torch wheels: PyPI's carry ~3 GB of CUDA libraries a CPU node never loads.
 # TORCH_INDEX_URL=https://pypi.org/simple installs PyPI's wheels instead (those of the CUDA image, with which
-# this image then shares its package layer); `make images` does so by default (README, "Images").
+# this image then shares its package layer); `make images` does so by default (docs/container-images.md).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 # ---- From here to the line "end of the shared part", this file and predictor-cuda.Dockerfile are the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check in one command (README, "A GPU check in one command"), from the repository root of a
+# The GPU check in one command (docs/engine.md, "A GPU check in one command"), from the repository root of a
 # bare GPU host with no network: install the kit (`make device-kit`, carried as build/device-kit), make
 # random weights, profile the engine, run the concurrency, lone-request and streaming benches, and write
 # OUT/summary.md with the targets. Every phase has its own time budget (`timeout`), and a phase that ends
@@ -99,7 +99,7 @@ phase profile "${BUDGET_PROFILE:-80}" "$PYTHON" -m scripts.device_profile --weig
   --batch "${PROFILE_BATCH:-32}" --batch-tokens "${PROFILE_BATCH_TOKENS:-64}"
 
 # 4. CUDA_GRAPHS=on against the eager batch, in-process (turbo): the same tokens, and the step's time
-#    at each level; what decides whether the graphs may become the default (README, "The GPU path").
+#    at each level; what decides whether the graphs may become the default (docs/engine.md, "The GPU path").
 if [[ ",$VARIANTS," == *,turbo,* ]]; then
   phase graphs "${BUDGET_GRAPHS:-60}" "$PYTHON" -m scripts.device_graph_check --weights "$WEIGHTS" --out "$OUT" \
     --device "$DEVICE" --levels "${GRAPH_LEVELS:-1,8,32,64}" --tokens "${GRAPH_TOKENS:-60}" \

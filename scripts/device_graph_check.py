@@ -1,5 +1,5 @@
 """CUDA_GRAPHS=on against the eager path, in-process (turbo): the check that decides whether the
-captured static step may become the default (README, "The GPU path").
+captured static step may become the default (docs/engine.md, "The GPU path").
 
     python -m scripts.device_graph_check --weights DIR --out DIR [--device cuda] [--levels 1,8,32,64]
         [--tokens 60] [--compare 4]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make images`: the adapter image and the two predictor images (CPU and CUDA), tagged as the chart and the
-# compose files name them. README, "Images".
+# compose files name them. docs/container-images.md.
 #
 #   scripts/images.sh build    build the three images (the default)
 #   scripts/images.sh tags     print "name tag" for each image

@@ -53,7 +53,7 @@ from scripts.processes import (
 from scripts.random_weights import write_reference_wav
 
 MIB = 1024 * 1024
-# Growth allowed after the warm-up plateau, per process. Measured on 2 CPU cores (README, "Memory soak"):
+# Growth allowed after the warm-up plateau, per process. Measured on 2 CPU cores (docs/benchmarks.md, "Memory soak"):
 # a normal run of 1,000 requests grows 3 MiB (predictor) and 0.6 MiB (adapter) after the warm-up; the leak
 # control grows by about 2 MiB a request, past the bound within some 20 requests.
 GROWTH_BOUND_MIB = 32.0

@@ -4,7 +4,7 @@ changes.
 
 Why: transformers' DynamicCache appends by concatenation, so every step copies the whole cache of
 every layer. For turbo's 8 rows behind a 400-position prompt that is 24 layers x 2 x 6.5 MB in bf16,
-read and written once per token (see README, "Batched engine", for the measured step times). A
+read and written once per token (see docs/benchmarks.md, "Batched engine", for the measured step times). A
 batch rebuilt on every join and leave copies it all again: eight turbo requests arriving together
 spent 1.3-2.4 s joining (36 row copies of 78 MB, most of it first-touch page faults) before the
 first shared step.

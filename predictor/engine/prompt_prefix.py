@@ -4,7 +4,7 @@ Every T3 prompt starts with the voice's conditioning: the speaker embedding, the
 tokens (turbo: all 375 of them; standard and multilingual: 32 after the perceiver) and, with CFG,
 the exaggeration. Attention is causal, so the keys and values of those positions depend on nothing
 that follows them: they are the same for every request of that voice. Measured on CPU, running them
-was a fifth of a lone turbo request's time and most of its time to first audio (README, "Batched
+was a fifth of a lone turbo request's time and most of its time to first audio (docs/benchmarks.md, "Batched
 engine"), and with N requests arriving together it was paid N times before the first shared step.
 With the prefix cached, a request's prefill runs only its text and the start token on top of it.
 

@@ -16,7 +16,7 @@ Variants never wait for each other's requests: every variant with work steps eve
 S3Gen under load: a T3 step waits at most for one batched encoder and one batched estimator call per
 tick, never for a whole flow run, and several vocoding requests pay for one pass. With
 BATCH_VOCODER=false each request's flow call is its own slice instead (the bench compares both:
-README, "Batched engine").
+docs/benchmarks.md, "Batched engine").
 """
 
 from __future__ import annotations

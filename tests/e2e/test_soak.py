@@ -13,7 +13,7 @@ from scripts.soak import NEW_VOICE_EVERY, SoakConfig, run_soak, shortest_warmup,
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "soak"
-# The voice cache has turned over once, and the allocator's pools have grown (README, "Memory soak").
+# The voice cache has turned over once, and the allocator's pools have grown (docs/benchmarks.md, "Memory soak").
 WARMUP = shortest_warmup()
 
 
