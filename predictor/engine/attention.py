@@ -32,11 +32,19 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from . import shared_prefix
+
 IMPLEMENTATION = "sdpa_float32"  # a name of our own in transformers' attention registry
 
 
 def sdpa_in_float32(module, query, key, value, attention_mask, **kwargs):
-    """`sdpa_attention_forward` with its inputs in float32 and autocast off; output in `query`'s dtype."""
+    """`sdpa_attention_forward` with its inputs in float32 and autocast off; output in `query`'s dtype.
+    A decode step of a batch with a shared prompt prefix reads the prefix once (shared_prefix.py)."""
+    plan = shared_prefix.active_plan()
+    if plan is not None and query.shape[-2] == 1:
+        scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        with torch.autocast(query.device.type, enabled=False):
+            return shared_prefix.attend(plan, query, key, value, scale), None
     dtype = query.dtype
     if attention_mask is not None and attention_mask.is_floating_point():
         attention_mask = attention_mask.float()

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import torch
 
-from . import sampling, tasks
+from . import attention, sampling, shared_prefix, tasks
 from .decode import SpeechDecoder
 from .kv_cache import SlotCache
 from .sampling import SAMPLER_MODES, RowState
@@ -75,6 +75,9 @@ class T3Batch:
         self.rows: RowState | None = None  # per request: seed key, step, parameters, token history
         self.logits: torch.Tensor | None = None  # (cache rows, vocab) of the last pass, to sample from
         self._row_padding: torch.Tensor | None = None  # (cache rows,) left padding, rebuilt on a join or leave
+        # Which rows share a prompt prefix (shared_prefix.py), rebuilt on a join or leave; None: none do.
+        self._prefix_plan: shared_prefix.SharedPrefixPlan | None = None
+        self._prefix_plan_stale = True
 
     def __len__(self) -> int:
         return len(self.members)
@@ -102,7 +105,7 @@ class T3Batch:
         self.padding = [p + grow for p in self.padding] + [self.length + grow - decoder.length]
         self.members.append(decoder)
         self.length += grow
-        self._row_padding = None
+        self._row_padding, self._prefix_plan_stale = None, True
         if self.fast:
             row = decoder.sampler_row()
             self.rows = row if self.rows is None else self.rows.append(row)
@@ -119,7 +122,7 @@ class T3Batch:
         leaving = [index for index, member in enumerate(self.members) if not any(member is k for k in keep)]
         if not leaving:
             return None
-        self._row_padding = None
+        self._row_padding, self._prefix_plan_stale = None, True
         if len(leaving) == len(self.members):
             self.members, self.padding, self.cache, self.length = [], [], None, 0
             self.rows = self.logits = None
@@ -227,6 +230,18 @@ class T3Batch:
             "cache_position": columns[-1:],
         }
 
+    def _shared_prefix_plan(self, device: torch.device) -> shared_prefix.SharedPrefixPlan | None:
+        """Where the backbone attends in float32 on a CPU (attention.py), which rows share a prompt
+        prefix, so that a step reads it once; None elsewhere, or when no two requests share one."""
+        if self._prefix_plan_stale:
+            self._prefix_plan_stale = False
+            self._prefix_plan = None
+            if getattr(self.t3.tfmr.config, "_attn_implementation", None) == attention.IMPLEMENTATION:
+                self._prefix_plan = shared_prefix.SharedPrefixPlan.build(
+                    [m.prompt_prefix for m in self.members], self.padding, self.members[0].rows, device
+                )
+        return self._prefix_plan
+
     def _forward_fast(self, tokens: torch.Tensor) -> None:
         assert self.rows is not None
         t3 = self.t3
@@ -237,7 +252,10 @@ class T3Batch:
         embeds = embeds[:, None]  # (rows, 1, dim)
         observers = [(i, m) for i, m in enumerate(self.members) if m.wants_attentions]
         kwargs = self._position_kwargs(embeds.device)
-        with self.autocast():
+        plan = self._shared_prefix_plan(embeds.device)
+        if plan is not None:
+            plan.begin_step(self.length + 1)
+        with self.autocast(), shared_prefix.planned(plan):
             out = t3.tfmr(
                 inputs_embeds=embeds,
                 past_key_values=self.cache,

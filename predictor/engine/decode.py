@@ -76,6 +76,8 @@ class SpeechDecoder:
         self.params = params
         self.generator = generator
         self.prefix = prefix  # None: the whole prompt is prefilled, as upstream does
+        # The prefix its prefill started from (shared_prefix.py reads it once for every row it heads).
+        self.prompt_prefix: PromptPrefix | None = None
         self.upstream = upstream  # upstream's forward arguments and sampler (SAMPLER=upstream)
         self.piece = piece
         self.step = 0  # tokens sampled
@@ -198,7 +200,7 @@ class CfgDecoder(SpeechDecoder):
             if self.prefix is None:
                 output = llama(inputs_embeds=inputs, use_cache=True)
             else:
-                prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
+                prefix = self.prompt_prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
                 output = llama(
                     inputs_embeds=inputs[:, prefix.length :], past_key_values=prefix.cache(rows=2), use_cache=True
                 )
@@ -220,7 +222,7 @@ class CfgDecoder(SpeechDecoder):
         else:
             # Both rows share the conditioning (only the unconditional row's text is zeroed).
             llama = self.backend.model
-            prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
+            prefix = self.prompt_prefix = self.prefix(lambda: run_prefix(llama, embeds[:1, :len_cond]))
             output = llama(
                 inputs_embeds=inputs[:, prefix.length :],
                 past_key_values=prefix.cache(rows=2),
@@ -314,7 +316,7 @@ class TurboDecoder(SpeechDecoder):
         if self.prefix is None:
             out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
         else:
-            prefix = self.prefix(lambda: run_prefix(t3.tfmr, embeds[:, :len_cond]))
+            prefix = self.prompt_prefix = self.prefix(lambda: run_prefix(t3.tfmr, embeds[:, :len_cond]))
             out = t3.tfmr(
                 inputs_embeds=embeds[:, prefix.length :], past_key_values=prefix.cache(rows=1), use_cache=True
             )

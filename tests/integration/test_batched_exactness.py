@@ -22,6 +22,8 @@ import pytest
 import torch
 
 from predictor.config import PredictorSettings
+from predictor.engine import shared_prefix
+from predictor.engine.attention import IMPLEMENTATION
 from predictor.engine.engine import ChatterboxEngine
 from predictor.engine.scheduler import END, Scheduler
 from predictor.engine.voices import BUILTIN_VOICE, voice_from_bytes
@@ -109,8 +111,18 @@ class TokensOnly:
         yield from ()
 
 
-def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir):
+@pytest.mark.parametrize("attention", ["sdpa", "shared prefix"])
+def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir, attention, monkeypatch):
+    """With "shared prefix", the batch's turbo backbone attends through attention.py's float32
+    function, so that requests of the same voice read their prompt prefix once (shared_prefix.py: on
+    a CPU in bf16 that is the default; here in float32, where its sums must give the same tokens)."""
     variant = engine.variant
+    if attention == "shared prefix":
+        if variant != "turbo":
+            pytest.skip("only turbo's prompt prefix is long enough to be shared (shared_prefix.py)")
+        plans = []
+        monkeypatch.setattr(engine.variants[variant].model.t3.tfmr.config, "_attn_implementation", IMPLEMENTATION)
+        monkeypatch.setattr(shared_prefix, "attend", spying(shared_prefix.attend, plans))
     references = voices(voices_dir)
     requests = []
     for i, text in enumerate(TEXTS):
@@ -146,6 +158,16 @@ def test_batched_requests_sample_the_tokens_they_sample_alone(engine, voices_dir
     )
     print(f"{variant}: {matched}/{sum(lengths)} tokens identical before any divergence; flipped requests {flipped}")
     assert len(flipped) <= MAX_FLIPPED_REQUESTS, (flipped, matched, sum(lengths))
+    if attention == "shared prefix":
+        assert plans and any(plan.rows is not None for plan in plans), "two voices: a group smaller than the batch"
+
+
+def spying(attend, plans: list):
+    def recording(plan, *args):
+        plans.append(plan)
+        return attend(plan, *args)
+
+    return recording
 
 
 def test_batched_vocoding_renders_what_each_request_renders_alone(engine, voices_dir):
