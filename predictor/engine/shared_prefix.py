@@ -29,9 +29,11 @@ import torch
 
 from .prompt_prefix import PromptPrefix
 
-# Shorter prefixes leave too little to share for the extra ops to pay: standard's and multilingual's
-# 34 positions measured no faster at 4 requests; turbo's 376 saved 15 ms of a 108 ms step at 8.
+# Below these the extra ops cost more than the reads saved. Measured in-process on the 2-core CPU, bf16,
+# median ticks: turbo (376 positions) 2 requests 76.5 ms against 75.3 without, 4: 101.2 against
+# 103.7, 8: 103.6 against 115.3; standard's and multilingual's 34 positions, 4 requests: no faster.
 MIN_SHARED_POSITIONS = 128
+MIN_SHARED_REQUESTS = 4
 
 
 @dataclass
@@ -51,14 +53,14 @@ class SharedPrefixPlan:
         prefixes: Sequence[PromptPrefix | None], padding: Sequence[int], rows_per_member: int, device: torch.device
     ) -> SharedPrefixPlan | None:
         """The plan for members with these prompt prefixes (the same object: the same prefix) and
-        left padding, or None when no two members share one long enough to pay. Members outside the
+        left padding, or None when too few members share one long enough to pay. Members outside the
         largest group attend over their whole row, prefix included, as without a plan."""
         members_of: dict[int, tuple[PromptPrefix, list[int]]] = {}
         for index, prefix in enumerate(prefixes):
             if prefix is not None:
                 members_of.setdefault(id(prefix), (prefix, []))[1].append(index)
         prefix, members = max(members_of.values(), key=lambda group: len(group[1]), default=(None, []))
-        if prefix is None or len(members) < 2 or prefix.length < MIN_SHARED_POSITIONS:
+        if prefix is None or len(members) < MIN_SHARED_REQUESTS or prefix.length < MIN_SHARED_POSITIONS:
             return None
         own_start = [pad for pad in padding for _ in range(rows_per_member)]
         rows = [member * rows_per_member + r for member in members for r in range(rows_per_member)]

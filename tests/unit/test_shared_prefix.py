@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from predictor.engine import shared_prefix
 from predictor.engine.attention import sdpa_in_float32
 from predictor.engine.prompt_prefix import PromptPrefix
-from predictor.engine.shared_prefix import MIN_SHARED_POSITIONS, SharedPrefixPlan
+from predictor.engine.shared_prefix import MIN_SHARED_POSITIONS, MIN_SHARED_REQUESTS, SharedPrefixPlan
 
 HEADS, DIM = 4, 16
 
@@ -56,9 +56,9 @@ def test_reading_the_prefix_once_gives_sdpas_attention(shape):
     a, b = prefix(MIN_SHARED_POSITIONS + 12, 1), prefix(MIN_SHARED_POSITIONS, 2)
     prefixes, rows_per_member = {
         "one voice, turbo rows": ([a, a, a, a], 1),
-        "one voice, CFG pairs": ([a, a, a], 2),
-        "two voices and one alone": ([a, b, a, b, prefix(MIN_SHARED_POSITIONS, 3)], 1),
-        "a member without a prefix": ([a, None, a], 1),
+        "one voice, CFG pairs": ([a, a, a, a], 2),
+        "two voices and one alone": ([a, b, a, b, a, a, prefix(MIN_SHARED_POSITIONS, 3)], 1),
+        "a member without a prefix": ([a, None, a, a, a], 1),
     }[shape]
     own_lengths = [5 + 7 * i for i in range(len(prefixes))]
     query, key, value, padding, visible = batch_window(prefixes, own_lengths, rows_per_member)
@@ -76,21 +76,21 @@ def test_reading_the_prefix_once_gives_sdpas_attention(shape):
     torch.testing.assert_close(in_float32, reference.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
-def test_no_plan_without_a_prefix_that_two_members_share_and_that_is_long_enough():
+def test_no_plan_without_enough_members_sharing_a_prefix_long_enough():
     cpu = torch.device("cpu")
     long, short = prefix(MIN_SHARED_POSITIONS, 1), prefix(MIN_SHARED_POSITIONS - 1, 2)
-    assert (
-        SharedPrefixPlan.build([long, prefix(MIN_SHARED_POSITIONS, 1)], [0, 0], 1, cpu) is None
-    )  # equal, not the same
-    assert SharedPrefixPlan.build([short, short], [0, 0], 1, cpu) is None
-    assert SharedPrefixPlan.build([long, None], [0, 0], 1, cpu) is None
-    assert SharedPrefixPlan.build([long, long], [0, 2], 1, cpu) is not None
+    padding = [0] * MIN_SHARED_REQUESTS
+    equal_not_same = [long] * (MIN_SHARED_REQUESTS - 1) + [prefix(MIN_SHARED_POSITIONS, 1)]
+    assert SharedPrefixPlan.build(equal_not_same, padding, 1, cpu) is None
+    assert SharedPrefixPlan.build([short] * MIN_SHARED_REQUESTS, padding, 1, cpu) is None
+    assert SharedPrefixPlan.build([long] * (MIN_SHARED_REQUESTS - 1) + [None], padding, 1, cpu) is None
+    assert SharedPrefixPlan.build([long] * MIN_SHARED_REQUESTS, padding, 1, cpu) is not None
 
 
 def test_the_float32_attention_uses_the_plan_only_inside_a_planned_pass():
     a = prefix(MIN_SHARED_POSITIONS, 1)
-    query, key, value, padding, visible = batch_window([a, a], [4, 6], 1)
-    plan = SharedPrefixPlan.build([a, a], padding, 1, torch.device("cpu"))
+    query, key, value, padding, visible = batch_window([a] * 4, [4, 6, 5, 9], 1)
+    plan = SharedPrefixPlan.build([a] * 4, padding, 1, torch.device("cpu"))
     assert plan is not None
     plan.begin_step(key.shape[-2])
     calls = []
