@@ -115,12 +115,17 @@ class Fault:
     stop_s: float = 0.0  # predictor-stop only
     injected: float = 0.0  # seconds since the start of the load
     ready: float = 0.0  # the faulted process ready again
-    recovered: float | None = None  # the first successful recovery probe
+    accepting: float | None = None  # the adapter's /health 200 again: it takes requests to the predictor
+    recovered: float | None = None  # the first synthesis served after `ready`
     note: str = ""
 
     @property
     def recovery_s(self) -> float | None:
         return None if self.recovered is None else self.recovered - self.ready
+
+    @property
+    def accepting_s(self) -> float | None:
+        return None if self.accepting is None else self.accepting - self.ready
 
 
 @dataclass
@@ -568,7 +573,20 @@ class Injector(threading.Thread):
             stack.start_adapter()
             window[1] = run.now()
         fault.ready = run.now()
+        fault.accepting = self.wait_healthy(fault.ready)
         fault.recovered = self.probe_recovery(fault.ready)
+
+    def wait_healthy(self, ready: float) -> float | None:
+        """The first moment the adapter's /health answers 200 after `ready` (None past the bound): the
+        adapter takes requests again. A synthesis served (`probe_recovery`) adds the predictor's own time."""
+        while self.run_.now() - ready < 3 * RECOVERY_BOUND_S:
+            try:
+                if requests.get(f"{self.run_.stack.url}/health", timeout=5).status_code == 200:
+                    return self.run_.now()
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        return None
 
     def kill_during_upload(self) -> str:
         """kill -9 the adapter while it is receiving a voice upload (half the body sent); that upload
@@ -794,6 +812,7 @@ def summary(report: ChaosReport) -> dict:
     for o in report.outcomes:
         by_kind.setdefault(o.kind, Counter())[o.category] += 1
     recoveries = [f.recovery_s for f in report.faults if f.recovery_s is not None]
+    accepting = [f.accepting_s for f in report.faults if f.accepting_s is not None]
     return {
         "seconds": round(report.seconds, 1),
         "requests": len(report.outcomes),
@@ -805,6 +824,10 @@ def summary(report: ChaosReport) -> dict:
             "median": round(statistics.median(recoveries), 2) if recoveries else None,
             "max": round(max(recoveries), 2) if recoveries else None,
             "bound": RECOVERY_BOUND_S,
+        },
+        "accepting_s": {
+            "median": round(statistics.median(accepting), 2) if accepting else None,
+            "max": round(max(accepting), 2) if accepting else None,
         },
         "uploads_acknowledged": report.uploads,
         "rss": report.rss_figures,
@@ -829,16 +852,22 @@ def markdown(report: ChaosReport) -> str:
     for kind in REQUEST_KINDS:
         counts = s["by_kind"].get(kind, {})
         lines.append(f"| {kind} | " + " | ".join(str(counts.get(c, 0)) for c in CATEGORIES) + " |")
-    lines += ["", "| fault | at (s) | ready again (s) | recovery (s) | note |", "|---|---|---|---|---|"]
-    for f in report.faults:
-        recovery = f"{f.recovery_s:.2f}" if f.recovery_s is not None else "never"
-        stop = f" (stopped {f.stop_s:g} s)" if f.kind == "predictor-stop" else ""
-        lines.append(f"| {f.kind}{stop} | {f.injected:.1f} | {f.ready:.1f} | {recovery} | {f.note} |")
-    r = s["recovery_s"]
     lines += [
         "",
-        f"Recovery after the faulted process was ready again: median {r['median']} s, max {r['max']} s "
-        f"(bound {r['bound']:g} s), over {r['count']} faults.",
+        "| fault | at (s) | ready again (s) | /health 200 after (s) | first synthesis served after (s) | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in report.faults:
+        recovery = f"{f.recovery_s:.2f}" if f.recovery_s is not None else "never"
+        accepting = f"{f.accepting_s:.2f}" if f.accepting_s is not None else "never"
+        stop = f" (stopped {f.stop_s:g} s)" if f.kind == "predictor-stop" else ""
+        lines.append(f"| {f.kind}{stop} | {f.injected:.1f} | {f.ready:.1f} | {accepting} | {recovery} | {f.note} |")
+    r, a = s["recovery_s"], s["accepting_s"]
+    lines += [
+        "",
+        f"Recovery, from the faulted process ready again to the first synthesis served: median {r['median']} s, "
+        f"max {r['max']} s (bound {r['bound']:g} s), over {r['count']} faults; the adapter's /health was 200 "
+        f"again after a median {a['median']} s, max {a['max']} s.",
         "",
         "| process | RSS plateau MiB | end MiB | peak MiB | growth MiB | bound MiB |",
         "|---|---|---|---|---|---|",
