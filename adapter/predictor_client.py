@@ -175,7 +175,14 @@ class PredictorClient:
     def _unanswered(self, exc: httpx.HTTPError) -> None:
         """A call got no answer: a new address may help (discovery), and the breaker opens."""
         self._locator.invalidate()
-        self.breaker.failed(f"{exc.__class__.__name__} on a call")
+        name = exc.__class__.__name__
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            cause = f"unreachable: {name}"
+        elif isinstance(exc, httpx.TimeoutException):
+            cause = f"no answer in time: {name}"
+        else:
+            cause = f"the connection broke off: {name}"
+        self.breaker.failed(cause)
 
     async def _watch_probe(self) -> None:
         try:

@@ -82,7 +82,7 @@ def test_a_call_without_answer_opens_the_breaker_and_an_answer_closes_it():
             refused_s = time.monotonic() - started
             # Refused by the breaker, without a call: the message names what it saw.
             assert predictor.calls[calls:] in ([], ["/v2/health/ready"]), predictor.calls[calls:]
-            assert "not answering" in refused.value.message and "ConnectError" in refused.value.message
+            assert "not answering" in refused.value.message and "unreachable: ConnectError" in refused.value.message
             with pytest.raises(PredictorUnavailable):
                 await client.info()
             assert await client.ready() is False
