@@ -116,12 +116,19 @@ class Fault:
     injected: float = 0.0  # seconds since the start of the load
     ready: float = 0.0  # the faulted process ready again
     accepting: float | None = None  # the adapter's /health 200 again: it takes requests to the predictor
-    recovered: float | None = None  # the first synthesis served after `ready`
+    # Requests succeed again: the first synthesis that succeeded was sent at `recovered` (or was in flight
+    # at `ready`, then `recovered` is `ready`), and it was served (its last byte) at `served`.
+    recovered: float | None = None
+    served: float | None = None
     note: str = ""
 
     @property
     def recovery_s(self) -> float | None:
         return None if self.recovered is None else self.recovered - self.ready
+
+    @property
+    def served_s(self) -> float | None:
+        return None if self.served is None else self.served - self.ready
 
     @property
     def accepting_s(self) -> float | None:
@@ -257,7 +264,7 @@ class Run:
         with self.lock:
             faults = list(self.faults)
         for fault in faults:
-            end = fault.recovered if fault.recovered is not None else (fault.ready or self.now())
+            end = fault.served if fault.served is not None else (fault.ready or self.now())
             if fault.injected <= at <= max(end, fault.ready) + FAULT_GRACE_S:
                 return True
         return False
@@ -574,7 +581,7 @@ class Injector(threading.Thread):
             window[1] = run.now()
         fault.ready = run.now()
         fault.accepting = self.wait_healthy(fault.ready)
-        fault.recovered = self.probe_recovery(fault.ready)
+        self.probe_recovery(fault)
 
     def wait_healthy(self, ready: float) -> float | None:
         """The first moment the adapter's /health answers 200 after `ready` (None past the bound): the
@@ -617,19 +624,20 @@ class Injector(threading.Thread):
             self.run_.killed_uploads.append(name)
         return f"killed during the upload of {name}"
 
-    def probe_recovery(self, ready: float) -> float | None:
-        """The first moment a plain request of the probe's own succeeds after `ready` (None past three
-        times the bound); a client's synthesis that succeeds earlier counts too (`settle_recoveries`)."""
+    def probe_recovery(self, fault: Fault) -> None:
+        """Plain requests of the probe's own until one succeeds (for at most three times the bound); a
+        client's synthesis that succeeds earlier counts too (`settle_recoveries`)."""
         body: dict[str, Any] = {"text": "Recovery probe.", "model": "turbo", "voice": {"max_new_tokens": 2, "seed": 1}}
-        while self.run_.now() - ready < 3 * RECOVERY_BOUND_S:
+        while self.run_.now() - fault.ready < 3 * RECOVERY_BOUND_S:
+            sent = self.run_.now()
             try:
                 response = requests.post(f"{self.run_.stack.url}/api/tts", json=body, timeout=REQUEST_DEADLINE_S)
                 if response.status_code == 200:
-                    return self.run_.now()
+                    fault.recovered, fault.served = sent, self.run_.now()
+                    return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        return None
 
 
 class RssSampler(threading.Thread):
@@ -681,8 +689,11 @@ def run_chaos(config: ChaosConfig, progress=lambda line: None) -> ChaosReport:
             for thread in (*clients, injector, sampler):
                 thread.start()
             last_report = 0.0
+            quiet_since: float | None = None  # when the injector finished: the end's RSS window follows it
             while not run.stopping.is_set():
-                if run.now() >= config.duration_s and not injector.is_alive():
+                if quiet_since is None and not injector.is_alive():
+                    quiet_since = run.now()
+                if run.now() >= config.duration_s and quiet_since is not None and run.now() - quiet_since >= 15:
                     break
                 if run.now() - last_report >= 30:
                     last_report = run.now()
@@ -711,7 +722,7 @@ def run_chaos(config: ChaosConfig, progress=lambda line: None) -> ChaosReport:
         uploads=len(run.uploads),
         folder_problems=folder_problems,
         default_problems=default_problems,
-        rss_figures=rss_figures(run.rss, config),
+        rss_figures=rss_figures(run.rss, run.faults, config),
     )
     report.breaches = breaches(report, plan)
     report.files = write_outputs(report)
@@ -719,13 +730,17 @@ def run_chaos(config: ChaosConfig, progress=lambda line: None) -> ChaosReport:
 
 
 def settle_recoveries(faults: list[Fault], outcomes: list[Outcome]) -> None:
-    """Each fault's recovery: the first synthesis served after the faulted process was ready again,
-    the probe's or a client's (a stream that waited through a freeze and then ended with its audio counts)."""
+    """Each fault's recovery from the syntheses that succeeded after the faulted process was ready
+    again, the probe's or the clients': `recovered`, the earliest sent (one in flight at `ready`, e.g. a
+    stream that waited through a freeze, counts from `ready`); `served`, the earliest last byte."""
     for fault in faults:
-        served = [o.end for o in outcomes if o.kind in SYNTHESIS_KINDS and o.category == "ok" and o.end >= fault.ready]
-        first = min(served, default=None)
-        if first is not None and (fault.recovered is None or first < fault.recovered):
-            fault.recovered = first
+        good = [o for o in outcomes if o.kind in SYNTHESIS_KINDS and o.category == "ok" and o.end >= fault.ready]
+        sent = min((max(o.start, fault.ready) for o in good), default=None)
+        served = min((o.end for o in good), default=None)
+        if sent is not None and (fault.recovered is None or sent < fault.recovered):
+            fault.recovered = sent
+        if served is not None and (fault.served is None or served < fault.served):
+            fault.served = served
 
 
 def check_folder(voices_dir: Path, uploads: dict[str, int], killed: list[str]) -> list[str]:
@@ -755,23 +770,33 @@ def check_folder(voices_dir: Path, uploads: dict[str, int], killed: list[str]) -
     return problems
 
 
-def rss_figures(samples: list[dict], config: ChaosConfig) -> dict[str, dict]:
-    """Per process: the plateau (median of the samples in the 10 s after the warm-up), the end (median
-    of the last 10 s), the peak, and the growth from plateau to end, against the bound."""
-    figures = {}
+# RSS windows: a minute of samples, as a busy predictor's RSS moves by a hundred MiB within seconds (its
+# voice cache turning over, allocator pools growing and shrinking with the batch).
+RSS_WINDOW_S = 60.0
+
+
+def rss_figures(samples: list[dict], faults: list[Fault], config: ChaosConfig) -> dict[str, dict]:
+    """Per process: the plateau (median of the first RSS_WINDOW_S after the warm-up), the end (median of
+    the last RSS_WINDOW_S) and the growth between, against the bound; the peak beside them. Samples taken
+    during a fault are left out (a predictor loading its models holds its weights twice for a while). A
+    restarted process starts from the same state, so a plateau holds across restarts too; the memory
+    soak (`make soak`) is the leak test of one long life."""
+    windows = [(f.injected, f.served if f.served is not None else f.ready) for f in faults]
+    figures: dict[str, dict] = {}
     for name in ("predictor", "adapter"):
-        series = [(s["t"], s[f"{name}_mib"]) for s in samples if s[f"{name}_mib"] is not None]
-        if not series:
+        every = [(s["t"], s[f"{name}_mib"]) for s in samples if s[f"{name}_mib"] is not None]
+        steady = [(t, v) for t, v in every if not any(a <= t <= b for a, b in windows)]
+        if not steady:
             continue
-        plateau_window = [v for t, v in series if config.warmup_s <= t <= config.warmup_s + 10] or [series[0][1]]
-        end_t = series[-1][0]
-        end_window = [v for t, v in series if t >= end_t - 10]
-        plateau, end = statistics.median(plateau_window), statistics.median(end_window)
+        plateau = [v for t, v in steady if config.warmup_s <= t <= config.warmup_s + RSS_WINDOW_S]
+        last = [v for t, v in steady if t >= steady[-1][0] - RSS_WINDOW_S]
+        if not plateau:
+            continue
         figures[name] = {
-            "plateau_mib": round(plateau, 1),
-            "end_mib": round(end, 1),
-            "peak_mib": round(max(v for _, v in series), 1),
-            "growth_mib": round(end - plateau, 1),
+            "plateau_mib": round(statistics.median(plateau), 1),
+            "end_mib": round(statistics.median(last), 1),
+            "peak_mib": round(max(v for _, v in every), 1),
+            "growth_mib": round(statistics.median(last) - statistics.median(plateau), 1),
             "bound_mib": config.rss_bound_mib,
         }
     return figures
@@ -789,6 +814,9 @@ def breaches(report: ChaosReport, plan: list[Fault]) -> list[str]:
             found.append(f"{fault.kind} at {fault.injected:.1f} s: requests did not succeed again")
         elif fault.recovery_s > RECOVERY_BOUND_S:
             found.append(f"{fault.kind} at {fault.injected:.1f} s: recovered in {fault.recovery_s:.1f} s")
+    for name in ("predictor", "adapter"):
+        if name not in report.rss_figures:
+            found.append(f"{name}: no RSS samples after the warm-up")
     missing = set(FAULT_KINDS) - {f.kind for f in report.faults if f.recovered is not None}
     if missing:
         found.append(f"fault kinds not injected and recovered from: {sorted(missing)}")
@@ -813,6 +841,7 @@ def summary(report: ChaosReport) -> dict:
         by_kind.setdefault(o.kind, Counter())[o.category] += 1
     recoveries = [f.recovery_s for f in report.faults if f.recovery_s is not None]
     accepting = [f.accepting_s for f in report.faults if f.accepting_s is not None]
+    served = [f.served_s for f in report.faults if f.served_s is not None]
     return {
         "seconds": round(report.seconds, 1),
         "requests": len(report.outcomes),
@@ -828,6 +857,10 @@ def summary(report: ChaosReport) -> dict:
         "accepting_s": {
             "median": round(statistics.median(accepting), 2) if accepting else None,
             "max": round(max(accepting), 2) if accepting else None,
+        },
+        "served_s": {
+            "median": round(statistics.median(served), 2) if served else None,
+            "max": round(max(served), 2) if served else None,
         },
         "uploads_acknowledged": report.uploads,
         "rss": report.rss_figures,
@@ -854,28 +887,36 @@ def markdown(report: ChaosReport) -> str:
         lines.append(f"| {kind} | " + " | ".join(str(counts.get(c, 0)) for c in CATEGORIES) + " |")
     lines += [
         "",
-        "| fault | at (s) | ready again (s) | /health 200 after (s) | first synthesis served after (s) | note |",
-        "|---|---|---|---|---|---|",
+        "| fault | at (s) | ready again (s) | /health 200 after (s) | a synthesis that succeeds sent after (s) "
+        "| its last byte after (s) | note |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def seconds(value: float | None) -> str:
+        return "never" if value is None else f"{value:.2f}"
+
     for f in report.faults:
-        recovery = f"{f.recovery_s:.2f}" if f.recovery_s is not None else "never"
-        accepting = f"{f.accepting_s:.2f}" if f.accepting_s is not None else "never"
         stop = f" (stopped {f.stop_s:g} s)" if f.kind == "predictor-stop" else ""
-        lines.append(f"| {f.kind}{stop} | {f.injected:.1f} | {f.ready:.1f} | {accepting} | {recovery} | {f.note} |")
-    r, a = s["recovery_s"], s["accepting_s"]
+        lines.append(
+            f"| {f.kind}{stop} | {f.injected:.1f} | {f.ready:.1f} | {seconds(f.accepting_s)} "
+            f"| {seconds(f.recovery_s)} | {seconds(f.served_s)} | {f.note} |"
+        )
+    r, a, v = s["recovery_s"], s["accepting_s"], s["served_s"]
     lines += [
         "",
-        f"Recovery, from the faulted process ready again to the first synthesis served: median {r['median']} s, "
-        f"max {r['max']} s (bound {r['bound']:g} s), over {r['count']} faults; the adapter's /health was 200 "
-        f"again after a median {a['median']} s, max {a['max']} s.",
+        f"Recovery, from the faulted process ready again until a synthesis sent then succeeds: median "
+        f"{r['median']} s, max {r['max']} s (bound {r['bound']:g} s), over {r['count']} faults. The adapter's "
+        f"/health was 200 again after a median {a['median']} s (max {a['max']} s); the first synthesis ended "
+        f"after a median {v['median']} s (max {v['max']} s): a restarted predictor's first synthesis is cold.",
         "",
-        "| process | RSS plateau MiB | end MiB | peak MiB | growth MiB | bound MiB |",
+        f"| process | RSS plateau MiB (first {RSS_WINDOW_S:g} s after warm-up) | end MiB (last {RSS_WINDOW_S:g} s) "
+        "| growth MiB | peak MiB | bound MiB |",
         "|---|---|---|---|---|---|",
     ]
     for name, figs in s["rss"].items():
         lines.append(
-            f"| {name} | {figs['plateau_mib']} | {figs['end_mib']} | {figs['peak_mib']} | {figs['growth_mib']:+} "
-            f"| {figs['bound_mib']:g} |"
+            f"| {name} | {figs['plateau_mib']} | {figs['end_mib']} | {figs['growth_mib']:+} "
+            f"| {figs['peak_mib']} | {figs['bound_mib']:g} |"
         )
     lines += ["", f"Acknowledged uploads: {s['uploads_acknowledged']}, all complete and decodable afterwards."]
     lines += ["", "Breaches: " + ("none" if not s["breaches"] else "\n- " + "\n- ".join(s["breaches"]))]
@@ -889,7 +930,10 @@ def write_outputs(report: ChaosReport) -> list[Path]:
     data = {
         "config": config,
         "summary": summary(report),
-        "faults": [{**asdict(f), "recovery_s": f.recovery_s} for f in report.faults],
+        "faults": [
+            {**asdict(f), "recovery_s": f.recovery_s, "served_s": f.served_s, "accepting_s": f.accepting_s}
+            for f in report.faults
+        ],
         "outcomes": [asdict(o) for o in report.outcomes],
         "rss": report.rss,
     }
@@ -908,7 +952,7 @@ def plot(report: ChaosReport, path: Path) -> None:
     fig, (lanes, rss) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for axis in (lanes, rss):
         for fault in report.faults:
-            end = fault.recovered if fault.recovered is not None else fault.ready
+            end = fault.served if fault.served is not None else fault.ready
             axis.axvspan(fault.injected, end, color=FAULT_COLOURS[fault.kind], alpha=0.15, linewidth=0)
     for fault in report.faults:
         lanes.text(fault.injected, len(CATEGORIES) - 0.4, fault.kind, rotation=90, fontsize=7, va="top")

@@ -15,6 +15,7 @@ from scripts.chaos import (
     Outcome,
     check_default,
     check_folder,
+    rss_figures,
     schedule,
     settle_recoveries,
 )
@@ -63,8 +64,8 @@ def test_the_default_voice_check(tmp_path):
     assert "is not JSON" in (check_default(tmp_path) or "")
 
 
-def test_recovery_is_the_first_synthesis_served_after_ready():
-    fault = Fault("predictor-stop", gap_s=1.0, stop_s=5.0, injected=10.0, ready=15.0, recovered=19.0)
+def test_recovery_is_the_first_synthesis_that_succeeds_after_ready():
+    fault = Fault("predictor-stop", gap_s=1.0, stop_s=5.0, injected=10.0, ready=15.0, recovered=17.0, served=19.0)
     outcomes = [
         Outcome(0, "plain", 9.0, 14.0, "ok"),  # before ready: does not count
         Outcome(1, "upload", 15.0, 15.2, "ok"),  # needs no predictor: does not count
@@ -72,4 +73,23 @@ def test_recovery_is_the_first_synthesis_served_after_ready():
         Outcome(0, "streamed", 15.1, 16.0, "refused"),
     ]
     settle_recoveries([fault], outcomes)
-    assert fault.recovered == 16.5 and fault.recovery_s == 1.5
+    # The stream in flight through the freeze succeeded: requests succeed again from `ready`.
+    assert (fault.recovery_s, fault.served_s) == (0.0, 1.5)
+    after_restart = Fault("predictor-kill", gap_s=1.0, injected=10.0, ready=15.0)
+    settle_recoveries([after_restart], [Outcome(0, "plain", 16.0, 24.0, "ok"), Outcome(1, "openai", 18.0, 21.0, "ok")])
+    assert (after_restart.recovery_s, after_restart.served_s) == (1.0, 6.0)
+
+
+def test_rss_growth_leaves_out_a_reloading_predictor_but_catches_a_leak():
+    config = ChaosConfig(warmup_s=10.0, rss_bound_mib=64.0)
+    fault = Fault("predictor-kill", gap_s=1.0, injected=40.0, ready=60.0, recovered=60.5, served=62.0)
+
+    def samples(mib) -> list[dict]:
+        return [{"t": float(t), "predictor_mib": mib(t), "adapter_mib": 100.0} for t in range(100)]
+
+    # A reload holds twice the weights until it is ready, then RSS is back where it was.
+    reload = rss_figures(samples(lambda t: 6000.0 if 40 <= t <= 62 else 3000.0), [fault], config)
+    assert reload["predictor"]["growth_mib"] == 0 and reload["predictor"]["peak_mib"] == 6000.0
+    leak = rss_figures(samples(lambda t: 3000.0 + 3 * t), [fault], config)
+    assert leak["predictor"]["growth_mib"] > config.rss_bound_mib
+    assert leak["adapter"]["growth_mib"] == 0
