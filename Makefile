@@ -18,7 +18,7 @@ TEST_WEIGHTS := build/random-weights
 PREDICTOR_HTTP_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8082
 
-.PHONY: setup test lint run bench soak random-weights manifests chart-readme clean fuzz
+.PHONY: setup test lint run bench soak chaos random-weights manifests chart-readme clean fuzz
 
 setup: $(SETUP_STAMP)
 
@@ -75,6 +75,13 @@ bench: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 # RSS plotted to build/soak/, non-zero exit over the bound. SOAK_ARGS adds flags, e.g. --leak-voices.
 soak: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
 	$(PY) -m scripts.soak --weights $(abspath $(TEST_WEIGHTS)) $(SOAK_ARGS)
+
+# The chaos soak (docs/operations.md): mixed load from several clients for CHAOS_SECONDS (default 600) while a
+# seeded schedule kills, freezes and SIGTERMs the predictor and the adapter; a plot and the figures go to
+# build/chaos/, non-zero exit on any breach. CHAOS_ARGS adds flags, e.g. --seed 7 --clients 4.
+CHAOS_SECONDS ?= 600
+chaos: $(SETUP_STAMP) $(TEST_WEIGHTS)/.complete
+	$(PY) -m scripts.chaos --weights $(abspath $(TEST_WEIGHTS)) --duration $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 # The three images (docs/container-images.md): `docker build` when a Docker engine answers, else buildah from a
 # Debian base made here with mmdebstrap (both installed as root when missing). IMAGE_BUILDER=docker|buildah.

@@ -17,7 +17,7 @@ from adapter.errors import install_error_handlers
 from adapter.limits import HeaderSizeLimit, SlotPool
 from adapter.metrics import Metrics, RequestMetricsMiddleware
 from adapter.openai import build_router as openai_router
-from adapter.predictor_client import PredictorClient
+from adapter.predictor_client import PredictorClient, StreamBounds
 from adapter.routes import health, page, tts, voices, ws
 from adapter.schemas import RANGES, WS_MESSAGES
 from adapter.settings import Settings
@@ -62,7 +62,11 @@ within the shared `MAX_CONCURRENT_REQUESTS` slots (`code: 429` when full).
 def create_app(settings: Settings, locator: PredictorLocator | None = None) -> FastAPI:
     """`locator` replaces the one the settings imply (PREDICTOR_URL or InferenceService discovery)."""
     metrics = Metrics()
-    predictor = PredictorClient(locator or make_locator(settings), settings.predictor_timeout_s)
+    predictor = PredictorClient(
+        locator or make_locator(settings),
+        settings.predictor_timeout_s,
+        bounds=StreamBounds(settings.first_chunk_timeout_s, settings.chunk_gap_timeout_s),
+    )
     slots = SlotPool(settings.max_concurrent_requests)
     ctx = AppContext(
         settings=settings,
@@ -77,6 +81,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        predictor.breaker.watch()  # a predictor frozen while this adapter is idle is seen before a request
         async with serve_wyoming(ctx):
             yield
         await predictor.aclose()

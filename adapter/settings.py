@@ -24,6 +24,13 @@ class Settings(SharedSettings):
     inferenceservice_name: str | None = None
     pod_namespace: str | None = None  # unset: the ServiceAccount's namespace file
     predictor_timeout_s: float = Field(300.0, gt=0)
+    # A started request's own waits (adapter/breaker.py refuses new ones while the predictor is not
+    # answering): from the call to its first audio chunk, and between two chunks. A GPU predictor
+    # sends its first chunk within a second or two and the next ones faster than real time; these
+    # leave room for a new voice's preparation and a CPU predictor, and end a stream that a frozen
+    # predictor (a GPU hang, SIGSTOP) leaves silent with a 504 that names the setting.
+    first_chunk_timeout_s: float = Field(120.0, gt=0)
+    chunk_gap_timeout_s: float = Field(60.0, gt=0)
     default_voice: str | None = None
     api_token: str | None = None
     max_upload_bytes: int = Field(20 * MIB, ge=1024)

@@ -170,25 +170,31 @@ def figures(series: list[float], warmup: int, bound_mib: float) -> ProcessFigure
     )
 
 
+def turbo_predictor_env(weights: Path, voices_dir: Path, max_new_tokens: int, threads: int | None) -> dict[str, str]:
+    """A turbo-only predictor on `weights` (the soak's and the chaos soak's), quiet, with a small voice cache."""
+    env = {k: v for k, v in os.environ.items() if k != LEAK_VOICES_SWITCH}
+    env.update(
+        MODEL_DIR=str(weights),
+        VOICES_DIR=str(voices_dir),
+        HF_HUB_OFFLINE="1",
+        LOAD_STANDARD="false",
+        LOAD_TURBO="true",
+        LOAD_MULTILINGUAL="false",
+        MAX_NEW_TOKENS=str(max_new_tokens),
+        VOICE_CACHE_SIZE=str(VOICE_CACHE_SIZE),
+        LOG_LEVEL="warning",
+        PYTHONUNBUFFERED="1",
+    )
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
 class Stack:
     """A turbo-only predictor on random weights and an adapter in front of it, on loopback."""
 
     def __init__(self, config: SoakConfig, voices_dir: Path, log_dir: Path):
-        env = {k: v for k, v in os.environ.items() if k != LEAK_VOICES_SWITCH}
-        env.update(
-            MODEL_DIR=str(config.weights),
-            VOICES_DIR=str(voices_dir),
-            HF_HUB_OFFLINE="1",
-            LOAD_STANDARD="false",
-            LOAD_TURBO="true",
-            LOAD_MULTILINGUAL="false",
-            MAX_NEW_TOKENS=str(config.max_new_tokens),
-            VOICE_CACHE_SIZE=str(VOICE_CACHE_SIZE),
-            LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-        )
-        if config.threads is not None:
-            env.update(OMP_NUM_THREADS=str(config.threads), MKL_NUM_THREADS=str(config.threads))
+        env = turbo_predictor_env(config.weights, voices_dir, config.max_new_tokens, config.threads)
         if config.leak_voices:
             env[LEAK_VOICES_SWITCH] = "1"
         http_port = free_port()

@@ -28,6 +28,7 @@ from adapter.openai.protocol import (
     VoiceId,
 )
 from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
+from adapter.synthesis import relay
 from contract.errors import ServiceError
 from contract.variants import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from contract.voice_paths import AUDIO_SUFFIXES
@@ -89,7 +90,7 @@ class ModelResolver:
             try:
                 info = await self._predictor.info()
             except ServiceError as exc:
-                raise APIError(exc.status, exc.message) from None
+                raise relay(exc) from None  # a 503 keeps its Retry-After
             self._loaded = (now, [m for m in info.get("loaded_models") or [] if m in VARIANTS])
         return self._loaded[1]
 

@@ -17,6 +17,10 @@ from scripts.processes import ManagedProcess, adapter_command, free_port, local_
 
 FAKE_PREDICTOR = Path(__file__).resolve().parent / "adapter_fake_predictor.py"
 START_TIMEOUT_S = 30.0
+# A started request's own bounds (FIRST_CHUNK_TIMEOUT_S, CHUNK_GAP_TIMEOUT_S) for adapters in tests: random
+# weights on a shared 2-core CPU can take minutes for a first chunk (a new voice's preparation, the
+# standard model in float32); tests of the bounds set their own.
+TEST_STREAM_BOUNDS = {"FIRST_CHUNK_TIMEOUT_S": "600", "CHUNK_GAP_TIMEOUT_S": "600"}
 
 
 def make_audio(seconds: float, rate: int = 16000, fmt: str = "WAV", freq: float = 180.0) -> bytes:
@@ -82,7 +86,7 @@ def start_fake_predictor(
 
 def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_overrides: str) -> ManagedProcess:
     port = free_port()
-    env = local_adapter_env(port, predictor_url, voices_dir, **env_overrides)
+    env = local_adapter_env(port, predictor_url, voices_dir, **{**TEST_STREAM_BOUNDS, **env_overrides})
     server = ManagedProcess(adapter_command(), env, "adapter", log_dir=log_dir)
     server.port = port
     server.wait_port(port, START_TIMEOUT_S)
