@@ -189,10 +189,19 @@ class ChunkMessage(BaseModel):
     is_last: bool
 
 
+class SegmentSpan(BaseModel):
+    index: int = Field(description="The segment's place in the request's `segments` (or its SSML)")
+    start_seconds: float = Field(description="Where its speech starts in the audio")
+    end_seconds: float = Field(description="Where its speech ends (the pause after it follows)")
+
+
 class DoneMessage(BaseModel):
     type: Literal["done"] = "done"
     id: RequestId
     duration_seconds: float
+    segments: list[SegmentSpan] | None = Field(
+        None, description="Scripts only (segments or SSML): where each segment lies in the audio"
+    )
 
 
 class VoiceSetMessage(BaseModel):

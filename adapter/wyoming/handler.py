@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 from sentence_stream import SentenceBoundaryDetector
 from starlette.concurrency import run_in_threadpool
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import Describe
+from wyoming.info import Describe, Info
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import (
     Synthesize,
@@ -27,11 +26,10 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from adapter.audio import Rechunker, chunk_bytes_for
-from adapter.codecs import Encoder
 from adapter.errors import APIError
-from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
+from adapter.request import Output, Segment, SynthesisRequest
 from adapter.synthesis import AppContext, Synthesis
+from adapter.transport import ClientGone
 from adapter.wyoming import catalogue
 from contract.errors import ServiceError
 from contract.variants import SAMPLE_RATE
@@ -43,10 +41,7 @@ SAMPLE_WIDTH = 2  # 16-bit PCM
 CHANNELS = 1
 # Home Assistant plays each audio-chunk whole before the next, so chunks are kept short.
 CHUNK_MS = 40
-
-
-class _Gone(Exception):
-    """The client closed the connection."""
+OUTPUT = Output("pcm_s16le", SAMPLE_RATE, stream=True, chunk_size_ms=CHUNK_MS)
 
 
 class TextStream:
@@ -83,7 +78,7 @@ class TtsHandler(AsyncEventHandler):
     async def handle_event(self, event: Event) -> bool:
         try:
             await self._dispatch(event)
-        except _Gone:
+        except ClientGone:
             return False
         return True
 
@@ -91,7 +86,7 @@ class TtsHandler(AsyncEventHandler):
         try:
             await super().write_event(event)
         except (ConnectionError, OSError, RuntimeError):
-            raise _Gone() from None
+            raise ClientGone() from None
 
     async def _dispatch(self, event: Event) -> None:
         if Describe.is_type(event.type):
@@ -121,7 +116,7 @@ class TtsHandler(AsyncEventHandler):
             await self.write_event(SynthesizeStopped().event())
         # Anything else (ping, other domains) is dropped, as the protocol asks of servers.
 
-    async def describe(self):
+    async def describe(self) -> Info:
         try:
             loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         except ServiceError as exc:
@@ -139,51 +134,31 @@ class TtsHandler(AsyncEventHandler):
     async def speak(self, text: str, voice: SynthesizeVoice | None, audio_started: bool) -> bool:
         """Synthesises `text` into audio-chunk events (audio-start first, unless already sent); an
         error becomes an `error` event. Returns whether audio-start has been sent."""
-        synthesis = None
-        encoder = Encoder("pcm_s16le", SAMPLE_RATE)
-        outcome = "error"
         try:
-            synthesis = await self._admit(text, voice)
-            rechunker = Rechunker(chunk_bytes_for(SAMPLE_RATE, CHUNK_MS))
-            async for chunk in synthesis.chunks():
-                pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
-                if chunk.final:
-                    pieces.extend(rechunker.finish())
-                for piece in pieces:
+            async with Synthesis(self.ctx, await self._request(text, voice)) as synthesis:
+                async for piece in synthesis.encoded():
+                    if not piece.data:
+                        continue
                     if not audio_started:
                         await self.write_event(AudioStart(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS).event())
                         audio_started = True
-                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece).event())
-            outcome = "ok"
+                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece.data).event())
         except ServiceError as exc:
             await self.error(exc.status, exc.message)
-        except _Gone:
-            outcome = "cancelled"
-            raise
-        except asyncio.CancelledError:
-            outcome = "cancelled"
+        except ClientGone:
             raise
         except Exception:
             log.exception("wyoming synthesis failed")
             await self.error(500, "internal server error")
-        finally:
-            if synthesis is not None:
-                await synthesis.close(outcome, encoder.duration_seconds)
         return audio_started
 
-    async def _admit(self, text: str, voice: SynthesizeVoice | None) -> Synthesis:
+    async def _request(self, text: str, voice: SynthesizeVoice | None) -> SynthesisRequest:
         if not text.strip():
             raise APIError(422, "text must not be empty")
         loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
-        request = TTSRequest(
-            text=text,
-            model=cast(ModelName, choice.model),  # one of MODEL_LANGUAGES, keyed by variant name
-            language_id=choice.language,
-            voice=VoiceOptions(audio_prompt_path=choice.voice),
-            audio=HttpAudioOptions(format="pcm_s16le", stream=True),
-        )
-        return Synthesis(self.ctx, request, TRANSPORT)
+        segment = Segment(text=text, model=choice.model, language_id=choice.language, voice=choice.voice)
+        return SynthesisRequest(segments=(segment,), output=OUTPUT, transport=TRANSPORT)
 
     async def error(self, status: int, message: str) -> None:
         """Wyoming errors carry a text and a code; the code is the HTTP API's status for the same problem."""
