@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from adapter.joining import SegmentTiming
 from adapter.request import Output, Segment, SynthesisRequest
-from adapter.schemas import SayMessage, SegmentSpan, TTSRequest
+from adapter.schemas import SayMessage, ScriptSegment, SegmentSpan, TTSRequest
 
 # A whole (unstreamed) HTTP answer to a script: where each segment lies in the audio, as JSON.
 SEGMENTS_HEADER = "X-Segments"
@@ -18,18 +18,43 @@ def seed_request(
     body: TTSRequest | SayMessage, transport: str, connection_voice: str | None = None
 ) -> SynthesisRequest:
     audio = body.audio
-    segment = Segment(
-        text=body.text,
-        model=body.model,
-        language_id=body.language_id,
-        voice=body.voice.audio_prompt_path,
-        parameters=body.voice.sampling_parameters(),
-    )
+    output = Output(audio.format, audio.sample_rate, audio.stream, audio.chunk_size_ms)
+    if body.segments is None:
+        assert body.text is not None  # the model requires text or segments
+        segments: tuple[Segment, ...] = (
+            Segment(
+                text=body.text,
+                model=body.model,
+                language_id=body.language_id,
+                voice=body.voice.audio_prompt_path,
+                parameters=body.voice.sampling_parameters(),
+            ),
+        )
+    else:
+        segments = tuple(script_segment(body, entry) for entry in body.segments)
     return SynthesisRequest(
-        segments=(segment,),
-        output=Output(audio.format, audio.sample_rate, audio.stream, audio.chunk_size_ms),
+        segments=segments,
+        output=output,
         transport=transport,
         connection_voice=connection_voice,
+        scripted=body.segments is not None,
+    )
+
+
+def script_segment(body: TTSRequest | SayMessage, entry: ScriptSegment) -> Segment:
+    """One entry of `segments`, its unset fields taken from the request: the voice object field by field
+    (a segment that names only another voice file keeps the request's sampling parameters)."""
+    voice = body.voice.model_dump(exclude_unset=True)
+    if entry.voice is not None:
+        voice.update(entry.voice.model_dump(exclude_unset=True))
+    voice_path = voice.pop("audio_prompt_path", None)
+    return Segment(
+        text=entry.text,
+        model=entry.model or body.model,
+        language_id=entry.language_id if "language_id" in entry.model_fields_set else body.language_id,
+        voice=voice_path,
+        parameters={name: value for name, value in voice.items() if value is not None},
+        pause_ms=body.pause_ms if entry.pause_ms is None else entry.pause_ms,
     )
 
 
