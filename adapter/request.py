@@ -24,6 +24,8 @@ class Segment:
     # The sampling parameters the client set; the predictor applies each model's defaults to the rest.
     parameters: Mapping[str, Any] = field(default_factory=dict)
     pause_ms: int = 0  # silence after this segment (none after the last)
+    # `voice` is a name (SSML's <voice name>) whose extension may be left out, not a file name.
+    voice_named: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from adapter.joining import SegmentTiming
 from adapter.request import Output, Segment, SynthesisRequest
 from adapter.schemas import SayMessage, ScriptSegment, SegmentSpan, TTSRequest
+from adapter.ssml import is_ssml, ssml_segments
 
 # A whole (unstreamed) HTTP answer to a script: where each segment lies in the audio, as JSON.
 SEGMENTS_HEADER = "X-Segments"
@@ -19,25 +20,24 @@ def seed_request(
 ) -> SynthesisRequest:
     audio = body.audio
     output = Output(audio.format, audio.sample_rate, audio.stream, audio.chunk_size_ms)
-    if body.segments is None:
-        assert body.text is not None  # the model requires text or segments
-        segments: tuple[Segment, ...] = (
-            Segment(
-                text=body.text,
-                model=body.model,
-                language_id=body.language_id,
-                voice=body.voice.audio_prompt_path,
-                parameters=body.voice.sampling_parameters(),
-            ),
-        )
-    else:
+    scripted = True
+    if body.segments is not None:
         segments = tuple(script_segment(body, entry) for entry in body.segments)
+    else:
+        assert body.text is not None  # the model requires text or segments
+        base = Segment(
+            text=body.text,
+            model=body.model,
+            language_id=body.language_id,
+            voice=body.voice.audio_prompt_path,
+            parameters=body.voice.sampling_parameters(),
+            pause_ms=body.pause_ms,
+        )
+        # The seed's routes have no speed control: <prosody rate> is read past (docs/adapter-api.md).
+        segments, _rate = ssml_segments(body.text, base) if is_ssml(body.text) else ((base,), None)
+        scripted = len(segments) > 1 or is_ssml(body.text)
     return SynthesisRequest(
-        segments=segments,
-        output=output,
-        transport=transport,
-        connection_voice=connection_voice,
-        scripted=body.segments is not None,
+        segments=segments, output=output, transport=transport, connection_voice=connection_voice, scripted=scripted
     )
 
 

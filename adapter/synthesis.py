@@ -123,8 +123,11 @@ class Synthesis:
 
     @staticmethod
     def _voice(ctx: AppContext, request: SynthesisRequest, index: int) -> str | None:
+        segment = request.segments[index]
         try:
-            return ctx.voices.voice_for_request(request.segments[index].voice, request.connection_voice)
+            if segment.voice and segment.voice_named:
+                return ctx.voices.resolve_named(segment.voice)
+            return ctx.voices.voice_for_request(segment.voice, request.connection_voice)
         except APIError as exc:
             raise _segment_error(request, index, exc) from None
 

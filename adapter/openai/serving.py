@@ -29,10 +29,10 @@ from adapter.openai.protocol import (
 from adapter.request import Output, Segment, SynthesisRequest
 from adapter.schemas import ModelName
 from adapter.seed_requests import segment_spans
+from adapter.ssml import is_ssml, ssml_segments
 from adapter.transport import audio_bytes
 from contract.errors import ServiceError
 from contract.variants import SAMPLE_RATE
-from contract.voice_paths import AUDIO_SUFFIXES
 
 if TYPE_CHECKING:
     from adapter.predictor_client import PredictorClient
@@ -120,13 +120,11 @@ def resolve_voice(voices: VoiceLibrary, voice: str | VoiceId) -> str | None:
     The library wins: a file named like an OpenAI voice (alloy.wav) is used for "alloy".
     """
     name = voice.id if isinstance(voice, VoiceId) else voice
-    candidates = [name] if Path(name).suffix.lower() in AUDIO_SUFFIXES else [name + s for s in AUDIO_SUFFIXES]
-    for candidate in candidates:
-        try:
-            return voices.resolve(candidate)
-        except APIError as exc:
-            if exc.status != 404:
-                raise
+    try:
+        return voices.resolve_named(name)
+    except APIError as exc:
+        if exc.status != 404:
+            raise
     if name.lower() in OPENAI_VOICES:
         return None
     raise APIError(
@@ -148,8 +146,12 @@ def speech_request(body: SpeechRequest, variant: str, voice: str | None) -> Synt
     chosen = body.model_dump(include=set(CHATTERBOX_PARAMETERS) & body.model_fields_set)
     language = chosen.pop("language_id", None)
     segment = Segment(text=body.input, model=variant, language_id=language, voice=voice, parameters=chosen)
-    output = Output(codec_format(body.response_format), SAMPLE_RATE, body.stream, speed=body.speed)
-    return SynthesisRequest(segments=(segment,), output=output, transport=TRANSPORT)
+    segments: tuple[Segment, ...] = (segment,)
+    rate, scripted = None, is_ssml(body.input)
+    if scripted:  # auto-detected: `input` is a string either way
+        segments, rate = ssml_segments(body.input, segment)
+    output = Output(codec_format(body.response_format), SAMPLE_RATE, body.stream, speed=body.speed * (rate or 1.0))
+    return SynthesisRequest(segments=segments, output=output, transport=TRANSPORT, scripted=scripted)
 
 
 def codec_format(response_format: str) -> str:

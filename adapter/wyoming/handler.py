@@ -28,6 +28,7 @@ from wyoming.tts import (
 
 from adapter.errors import APIError
 from adapter.request import Output, Segment, SynthesisRequest
+from adapter.ssml import is_ssml, ssml_segments
 from adapter.synthesis import AppContext, Synthesis
 from adapter.transport import ClientGone
 from adapter.wyoming import catalogue
@@ -51,6 +52,10 @@ class TextStream:
         self.voice = voice
         self.sentences = SentenceBoundaryDetector()
         self.audio_started = False
+        self.text_seen = False
+        # Streamed text that starts with markup is SSML: kept whole and spoken at synthesize-stop
+        # (cutting it at sentence ends would cut elements in two).
+        self.markup: list[str] | None = None
 
 
 class TtsHandler(AsyncEventHandler):
@@ -104,12 +109,20 @@ class TtsHandler(AsyncEventHandler):
             if self.stream is None:
                 await self.error(400, "synthesize-chunk without synthesize-start")
                 return
+            text, stream = SynthesizeChunk.from_event(event).text, self.stream
+            if not stream.text_seen and text.strip():
+                stream.text_seen = True
+                stream.markup = [] if text.lstrip().startswith("<") else None
+            if stream.markup is not None:
+                stream.markup.append(text)
+                return
             # Each sentence is spoken as soon as it is complete, while the rest of the text is still coming.
-            for sentence in self.stream.sentences.add_chunk(SynthesizeChunk.from_event(event).text):
+            for sentence in stream.sentences.add_chunk(text):
                 await self._speak_in_stream(sentence)
         elif SynthesizeStop.is_type(event.type):
             if self.stream is not None:
-                await self._speak_in_stream(self.stream.sentences.finish())
+                rest = self.stream.sentences.finish() if self.stream.markup is None else "".join(self.stream.markup)
+                await self._speak_in_stream(rest)
                 if self.stream.audio_started:
                     await self.write_event(AudioStop().event())
                 self.stream = None
@@ -158,7 +171,11 @@ class TtsHandler(AsyncEventHandler):
         loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
         segment = Segment(text=text, model=choice.model, language_id=choice.language, voice=choice.voice)
-        return SynthesisRequest(segments=(segment,), output=OUTPUT, transport=TRANSPORT)
+        if not is_ssml(text):
+            return SynthesisRequest(segments=(segment,), output=OUTPUT, transport=TRANSPORT)
+        # Wyoming has no speed control: <prosody rate> is read past.
+        segments, _rate = ssml_segments(text, segment)
+        return SynthesisRequest(segments=segments, output=OUTPUT, transport=TRANSPORT, scripted=True)
 
     async def error(self, status: int, message: str) -> None:
         """Wyoming errors carry a text and a code; the code is the HTTP API's status for the same problem."""
