@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -80,7 +81,7 @@ def create_app(settings: Settings, locator: PredictorLocator | None = None) -> F
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor.breaker.watch()  # a predictor frozen while this adapter is idle is seen before a request
         async with serve_wyoming(ctx):
             yield

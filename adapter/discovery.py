@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -257,7 +257,7 @@ def validate_names(name: str | None, namespace: str | None) -> list[str]:
     return problems
 
 
-def make_locator(settings: Settings, configuration: Configuration | None = None, **options) -> PredictorLocator:
+def make_locator(settings: Settings, configuration: Configuration | None = None, **options: Any) -> PredictorLocator:
     """PREDICTOR_URL, or discovery when INFERENCESERVICE_NAME is set. `configuration` replaces the
     in-cluster Kubernetes configuration (tests); `options` go to InferenceServiceLocator."""
     if settings.inferenceservice_name:

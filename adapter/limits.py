@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-from adapter.errors import APIError, error_body
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-RETRY_AFTER_S = 1
+from adapter.errors import APIError, error_body
+from contract.admission import RETRY_AFTER_S, text_length_problem
+
 # A WebSocket message is a small JSON command (text up to MAX_TEXT_LENGTH); larger frames close with 1009.
 WS_MAX_MESSAGE_BYTES = 1024 * 1024
 # All request headers together. A head that arrives in pieces is capped by h11 (400) while it is
@@ -51,19 +53,20 @@ class SlotPool:
         return Slot(self)
 
 
-def check_text_length(text: str, limit: int) -> None:
-    if len(text) > limit:
-        raise APIError(413, f"text is {len(text)} characters; the limit is {limit} (MAX_TEXT_LENGTH)")
+def check_text_length(text: str, limit: int, what: str = "text") -> None:
+    too_long = text_length_problem(len(text), limit, what)
+    if too_long:
+        raise APIError(413, too_long)
 
 
 class HeaderSizeLimit:
     """Pure ASGI middleware: 431 for requests whose headers add up to more than `limit` bytes."""
 
-    def __init__(self, app, limit: int = MAX_HEADER_BYTES):
+    def __init__(self, app: ASGIApp, limit: int = MAX_HEADER_BYTES):
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
             if size > self.limit:

@@ -131,24 +131,64 @@ class WsAudioOptions(_AudioBase):
     )
 
 
-class _TextRequest(_Strict):
-    text: str = Field(..., description="Text to speak (at most MAX_TEXT_LENGTH characters)")
-    model: ModelName = Field("standard", description="Model variant; it must be loaded by the predictor")
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("text must not be empty")
+    return value
+
+
+# The longest pause a segment may ask for after itself.
+MAX_PAUSE_MS = 10_000
+_PAUSE_DOC = f"Silence after the segment, in milliseconds (0-{MAX_PAUSE_MS}); none after the last segment"
+
+
+def _language_field(default: str | None) -> Any:
     # Checked against the model (contract.params.check_language) so that a bad code is a 400, not a 422.
-    language_id: str | None = Field(
-        _LANGUAGE.default,
+    return Field(
+        default,
         max_length=16,
         description=_description(_LANGUAGE),
         json_schema_extra={"enum": list(_LANGUAGE.choices or ())},
     )
+
+
+class ScriptSegment(_Strict):
+    """One entry of `segments`: unset fields take the request's value."""
+
+    text: str = Field(..., description="Text of this segment (all segments together: at most MAX_TEXT_LENGTH)")
+    voice: VoiceOptions | None = Field(
+        None, description="The request's voice object; the fields set here replace the request's voice fields"
+    )
+    model: ModelName | None = Field(None, description="Model variant for this segment (default: the request's)")
+    language_id: str | None = _language_field(None)
+    pause_ms: int | None = Field(None, ge=0, le=MAX_PAUSE_MS, description=_PAUSE_DOC + " (default: the request's)")
+
+    _text_not_blank = field_validator("text")(_not_blank)
+
+
+class _TextRequest(_Strict):
+    text: str | None = Field(
+        None, description="Text to speak (at most MAX_TEXT_LENGTH characters); or send `segments` instead"
+    )
+    segments: list[ScriptSegment] | None = Field(
+        None,
+        description="A script instead of `text`: segments spoken in order into one stream, each in its own "
+        "voice and model, with a pause after it; loudness matched between them",
+    )
+    pause_ms: int = Field(0, ge=0, le=MAX_PAUSE_MS, description=_PAUSE_DOC + " (segments only: their default)")
+    model: ModelName = Field("standard", description="Model variant; it must be loaded by the predictor")
+    language_id: str | None = _language_field(_LANGUAGE.default)
     voice: VoiceOptions = Field(default_factory=VoiceOptions)
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text must not be empty")
-        return value
+    _text_not_blank = field_validator("text")(_not_blank)
+
+    @model_validator(mode="after")
+    def _text_or_segments(self) -> _TextRequest:
+        if (self.text is None) == (self.segments is None):
+            raise ValueError("send either `text` or `segments` (a list of {text, voice, model, pause_ms})")
+        if self.segments is not None and not self.segments:
+            raise ValueError("`segments` must hold at least one segment")
+        return self
 
 
 class TTSRequest(_TextRequest):
@@ -189,10 +229,19 @@ class ChunkMessage(BaseModel):
     is_last: bool
 
 
+class SegmentSpan(BaseModel):
+    index: int = Field(description="The segment's place in the request's `segments` (or its SSML)")
+    start_seconds: float = Field(description="Where its speech starts in the audio")
+    end_seconds: float = Field(description="Where its speech ends (the pause after it follows)")
+
+
 class DoneMessage(BaseModel):
     type: Literal["done"] = "done"
     id: RequestId
     duration_seconds: float
+    segments: list[SegmentSpan] | None = Field(
+        None, description="Scripts only (segments or SSML): where each segment lies in the audio"
+    )
 
 
 class VoiceSetMessage(BaseModel):

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
+from contract.admission import CUT_AT_BOUND, SHUTTING_DOWN
+
+__all__ = ["CUT_AT_BOUND", "SHUTTING_DOWN", "Drain", "DrainingServer"]
+
 log = logging.getLogger("adapter.shutdown")
 
-SHUTTING_DOWN = "server is shutting down; retry shortly (another replica will answer)"
-CUT_AT_BOUND = "server is shutting down: synthesis stopped at the drain bound (DRAIN_TIMEOUT_S)"
 # After the bound, each synthesis ends at once (it waits on the predictor, never on a computation).
 _CUT_GRACE_S = 5.0
 # What is left for uvicorn once the drain is over: flushing the last messages and close frames.
@@ -66,11 +70,11 @@ class DrainingServer(uvicorn.Server):
         self.drain = drain
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def startup(self, sockets=None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
 
-    def handle_exit(self, sig: int, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self.should_exit:
             super().handle_exit(sig, frame)
             return

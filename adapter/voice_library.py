@@ -208,6 +208,21 @@ class VoiceLibrary:
             raise APIError(404, f"voice '{name}' was not found in the voice folder")
         return relative
 
+    def resolve_named(self, name: str) -> str:
+        """A voice named with or without its extension (SSML's <voice name>, OpenAI's `voice`):
+        `alice` is alice.wav, alice.mp3 or alice.flac, the first that exists; else a 404."""
+        if Path(name).suffix.lower() in AUDIO_SUFFIXES:
+            return self.resolve(name)
+        for suffix in AUDIO_SUFFIXES:
+            try:
+                return self.resolve(name + suffix)
+            except APIError as exc:
+                if exc.status != 404:
+                    raise
+        raise APIError(
+            404, f"voice '{name}' was not found in the voice folder (with any of {', '.join(AUDIO_SUFFIXES)})"
+        )
+
     def _relative_name(self, name: str, resolved: Path) -> str:
         """The name as the client wrote it, relative to the folder, symlinks not followed.
 

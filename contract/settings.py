@@ -8,7 +8,7 @@ A bad value is a SettingsError whose message is one line naming the variable; ea
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
@@ -84,7 +84,7 @@ class SharedSettings(BaseSettings):
 
 
 @contextmanager
-def _environment(env: Mapping[str, str] | None):
+def _environment(env: Mapping[str, str] | None) -> Iterator[None]:
     token = _ENVIRONMENT.set(env)
     try:
         yield

@@ -10,10 +10,8 @@ from fastapi.responses import JSONResponse
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 
+from contract.admission import RETRY_AFTER_S
 from contract.errors import ServiceError
-
-# Seconds a client should wait before retrying a 429 (busy) or 503 (shutting down).
-RETRY_AFTER_S = 1
 
 GRPC_CODES = {
     400: StatusCode.INVALID_ARGUMENT,

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contract.admission import CUT_AT_BOUND, SHUTTING_DOWN
 from contract.errors import ServiceError
 from contract.params import ParameterError
 from contract.variants import SAMPLE_RATE
@@ -21,7 +22,7 @@ from . import metrics
 from .engine.engine import AudioChunk, ChatterboxEngine
 from .engine.scheduler import END, Scheduler
 from .engine.voices import BUILTIN_VOICE, VoiceError, voice_from_bytes, voice_from_folder
-from .shutdown import CUT_AT_BOUND, SHUTTING_DOWN, Drain
+from .shutdown import Drain
 from .torch_thread import TorchThread
 
 logger = logging.getLogger(__name__)

@@ -24,12 +24,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .errors import RETRY_AFTER_S
+from contract.admission import RETRY_AFTER_S, SHUTTING_DOWN
 
 logger = logging.getLogger(__name__)
 
-SHUTTING_DOWN = "server is shutting down; retry on another replica"
-CUT_AT_BOUND = "server is shutting down: generation stopped at the drain bound (DRAIN_TIMEOUT_S)"
 # After the bound, each request stops at its next engine step (10 tokens, or one vocoder chunk):
 # well under a second on a GPU, tens of seconds on a busy CPU. The process exits within
 # DRAIN_TIMEOUT_S + this (usually + one step), then kserve's own stop.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from adapter.codecs import MAX_SPEED, MIN_SPEED
-from adapter.schemas import TTSRequest, VoiceOptions
+from adapter.schemas import SegmentSpan, TTSRequest, VoiceOptions
 
 # OpenAI's built-in voice names. They select the default voice unless the library holds one so named.
 OPENAI_VOICES = (
@@ -170,6 +170,9 @@ class SpeechAudioDelta(BaseModel):
 class SpeechAudioDone(BaseModel):
     type: Literal["speech.audio.done"] = "speech.audio.done"
     usage: SpeechUsage
+    segments: list[SegmentSpan] | None = Field(
+        None, description="SSML input only: where each segment lies in the audio (the seed's done message's list)"
+    )
 
 
 class SpeechStreamError(BaseModel):

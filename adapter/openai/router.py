@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapter.codecs import FORMATS, MAX_SPEED, MIN_SPEED, Encoder
+from adapter.codecs import FORMATS, MAX_SPEED, MIN_SPEED
 from adapter.errors import APIError, describe_validation_errors
 from adapter.openai import serving
 from adapter.openai.protocol import (
@@ -28,10 +26,9 @@ from adapter.openai.protocol import (
     VoiceListResponse,
 )
 from adapter.routes import get_ctx
-from adapter.routes.tts import ClientGone, SynthesisStreamingResponse, _unless_disconnected
 from adapter.schemas import RANGES
 from adapter.synthesis import AppContext, Synthesis
-from contract.variants import SAMPLE_RATE
+from adapter.transport import SynthesisStreamingResponse, audio_bytes, http_answer
 
 log = logging.getLogger("adapter.openai")
 _RANGES = {**RANGES, "speed": f"{MIN_SPEED:g}-{MAX_SPEED:g}"}
@@ -98,34 +95,21 @@ def build_router(model_map: str | None) -> APIRouter:
             raise APIError(400, "stream_format 'sse' streams by definition; drop stream=false")
         variant = await resolver(ctx).resolve(body.model)
         voice = serving.resolve_voice(ctx.voices, body.voice)
-        seed = serving.seed_request(body, variant, voice, streaming=body.stream)
-        fmt = serving.codec_format(body.response_format)
-        # Made before admission: an encoder that cannot be built must not cost a slot.
-        # OpenAI's outputs are 24 kHz mono, pcm included.
-        encoder = Encoder(fmt, SAMPLE_RATE, streaming=body.stream, speed=body.speed)
-        synthesis = Synthesis(ctx, seed, "openai")
-        try:
-            if not body.stream:
-                return await _whole(request, synthesis, encoder)
-            chunks = synthesis.chunks()
-            # Waiting for the first chunk before answering lets early failures keep their HTTP status.
-            first = await _unless_disconnected(request, anext(chunks, None))
-            stream = serving.chained(first, chunks)
+        synthesis = Synthesis(ctx, serving.speech_request(body, variant, voice))
+
+        def whole(data: bytes) -> Response:
+            return Response(data, media_type=synthesis.encoder.media_type)
+
+        def streamed() -> StreamingResponse:
             if body.stream_format == "sse":
-                content = serving.sse_events(stream, encoder, synthesis, body.input)
-                media_type = "text/event-stream"
+                content, media_type = serving.sse_events(synthesis, body.input), "text/event-stream"
             else:
-                content = serving.encoded_audio(stream, encoder)
-                media_type = encoder.media_type
+                content, media_type = audio_bytes(synthesis), synthesis.encoder.media_type
             return SynthesisStreamingResponse(
-                synthesis, encoder, content, media_type=media_type, headers={"Cache-Control": "no-cache"}
+                synthesis, content, media_type=media_type, headers={"Cache-Control": "no-cache"}
             )
-        except ClientGone:
-            await synthesis.close("cancelled")
-            return Response(status_code=499)
-        except BaseException:
-            await synthesis.close("error")
-            raise
+
+        return await http_answer(request, synthesis, whole, streamed)
 
     @router.get("/models", response_model=ModelList, summary="Model names served", responses=_ERRORS)
     async def list_models(ctx: AppContext = Depends(get_ctx)) -> ModelList:
@@ -158,14 +142,3 @@ def build_router(model_map: str | None) -> APIRouter:
         return VoiceListResponse(voices=await run_in_threadpool(serving.list_voices, ctx.voices))
 
     return router
-
-
-async def _whole(request: Request, synthesis: Synthesis, encoder: Encoder) -> Response:
-    async def collect() -> list[np.ndarray]:
-        return [chunk.samples async for chunk in synthesis.chunks()]
-
-    pieces = await _unless_disconnected(request, collect())
-    audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    data = await asyncio.to_thread(encoder.encode, audio, True)  # compressing a long text takes a while
-    await synthesis.close("ok", encoder.duration_seconds)
-    return Response(data, media_type=encoder.media_type)

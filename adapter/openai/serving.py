@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast, get_args
+from typing import TYPE_CHECKING, get_args
 
-import numpy as np
 from pydantic import BaseModel
 
-from adapter.codecs import Encoder
 from adapter.errors import APIError
 from adapter.openai.protocol import (
     CHATTERBOX_PARAMETERS,
@@ -22,23 +20,28 @@ from adapter.openai.protocol import (
     ModelCard,
     SpeechAudioDelta,
     SpeechAudioDone,
+    SpeechRequest,
     SpeechStreamError,
     SpeechUsage,
     VoiceEntry,
     VoiceId,
 )
-from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
+from adapter.request import Output, Segment, SynthesisRequest
+from adapter.schemas import ModelName
+from adapter.seed_requests import segment_spans
+from adapter.ssml import is_ssml, ssml_segments
 from adapter.synthesis import relay
+from adapter.transport import audio_bytes
 from contract.errors import ServiceError
-from contract.variants import SAMPLE_RATE, SAMPLES_PER_TOKEN
-from contract.voice_paths import AUDIO_SUFFIXES
+from contract.variants import SAMPLE_RATE
 
 if TYPE_CHECKING:
-    from adapter.predictor_client import PredictorClient, StreamedAudio
+    from adapter.predictor_client import PredictorClient
     from adapter.synthesis import Synthesis
     from adapter.voice_library import VoiceLibrary
 
 VARIANTS: tuple[str, ...] = get_args(ModelName)
+TRANSPORT = "openai"  # the `transport` label of the adapter's synthesis metrics
 
 # OpenAI model name -> Chatterbox variants in order of preference; the first loaded one serves it.
 DEFAULT_MODEL_MAP: dict[str, tuple[str, ...]] = {
@@ -118,13 +121,11 @@ def resolve_voice(voices: VoiceLibrary, voice: str | VoiceId) -> str | None:
     The library wins: a file named like an OpenAI voice (alloy.wav) is used for "alloy".
     """
     name = voice.id if isinstance(voice, VoiceId) else voice
-    candidates = [name] if Path(name).suffix.lower() in AUDIO_SUFFIXES else [name + s for s in AUDIO_SUFFIXES]
-    for candidate in candidates:
-        try:
-            return voices.resolve(candidate)
-        except APIError as exc:
-            if exc.status != 404:
-                raise
+    try:
+        return voices.resolve_named(name)
+    except APIError as exc:
+        if exc.status != 404:
+            raise
     if name.lower() in OPENAI_VOICES:
         return None
     raise APIError(
@@ -140,19 +141,18 @@ def list_voices(voices: VoiceLibrary) -> list[VoiceEntry]:
     return entries
 
 
-def seed_request(body, variant: str, voice: str | None, streaming: bool) -> TTSRequest:
-    """The seed API's request for an OpenAI one: the same synthesis path and the same checks. Only
-    the parameters the client set are passed on, so the predictor applies each model's own defaults."""
+def speech_request(body: SpeechRequest, variant: str, voice: str | None) -> SynthesisRequest:
+    """The synthesis an OpenAI request asks for. Only the parameters the client set are passed on,
+    so the predictor applies each model's own defaults. The codec works at OpenAI's 24 kHz, pcm included."""
     chosen = body.model_dump(include=set(CHATTERBOX_PARAMETERS) & body.model_fields_set)
-    language = {"language_id": chosen.pop("language_id")} if "language_id" in chosen else {}
-    return TTSRequest(
-        text=body.input,
-        model=cast(ModelName, variant),  # ModelResolver.resolve returns one of VARIANTS
-        **language,
-        voice=VoiceOptions(audio_prompt_path=voice, **chosen),
-        # The codec works at OpenAI's 24 kHz; the format is the encoder's business, not the request's.
-        audio=HttpAudioOptions(format="wav", sample_rate=SAMPLE_RATE, stream=streaming),
-    )
+    language = chosen.pop("language_id", None)
+    segment = Segment(text=body.input, model=variant, language_id=language, voice=voice, parameters=chosen)
+    segments: tuple[Segment, ...] = (segment,)
+    rate, scripted = None, is_ssml(body.input)
+    if scripted:  # auto-detected: `input` is a string either way
+        segments, rate = ssml_segments(body.input, segment)
+    output = Output(codec_format(body.response_format), SAMPLE_RATE, body.stream, speed=body.speed * (rate or 1.0))
+    return SynthesisRequest(segments=segments, output=output, transport=TRANSPORT, scripted=scripted)
 
 
 def codec_format(response_format: str) -> str:
@@ -170,63 +170,25 @@ def error_info(status: int, message: str, param: str | None = None) -> ErrorInfo
     return ErrorInfo(message=message, type="invalid_request_error", param=param, code=None)
 
 
-def usage(text: str, synthesis: Synthesis, generated_samples: int) -> SpeechUsage:
-    summary = synthesis.summary
-    speech_tokens = summary.speech_tokens if summary is not None else generated_samples // SAMPLES_PER_TOKEN
+def usage(text: str, synthesis: Synthesis) -> SpeechUsage:
+    speech_tokens = synthesis.usage_tokens()
     return SpeechUsage(input_tokens=len(text), output_tokens=speech_tokens, total_tokens=len(text) + speech_tokens)
 
 
-async def chained(
-    first: StreamedAudio | None, rest: AsyncGenerator[StreamedAudio, None]
-) -> AsyncIterator[StreamedAudio]:
-    """The first chunk (awaited before answering, so early failures keep their status), then the rest."""
-    try:
-        if first is not None:
-            yield first
-            async for chunk in rest:
-                yield chunk
-    finally:
-        await rest.aclose()
-
-
-async def encoded_audio(chunks: AsyncIterator[StreamedAudio], encoder: Encoder) -> AsyncGenerator[bytes, None]:
-    """Bytes of one stream in the encoder's format, each piece as soon as the encoder made it."""
-    header = encoder.stream_header()
-    if header:
-        yield header
-    ended = False
-    async for chunk in chunks:
-        ended = chunk.final
-        data = encoder.encode(chunk.samples, last=chunk.final)
-        if data:
-            yield data
-    if not ended:  # no chunk said final: still close the stream properly
-        data = encoder.encode(np.zeros(0, dtype=np.float32), last=True)
-        if data:
-            yield data
-
-
-async def sse_events(
-    chunks: AsyncIterator[StreamedAudio], encoder: Encoder, synthesis: Synthesis, text: str
-) -> AsyncGenerator[bytes, None]:
+async def sse_events(synthesis: Synthesis, text: str) -> AsyncGenerator[bytes, None]:
     """speech.audio.delta events carrying the encoded stream, then speech.audio.done with usage.
     A failure after the first event becomes an `error` event before the stream breaks off."""
-    generated = 0
-
-    async def counted() -> AsyncIterator[StreamedAudio]:
-        nonlocal generated
-        async for chunk in chunks:
-            generated += chunk.samples.size
-            yield chunk
-
     try:
-        async for data in encoded_audio(counted(), encoder):
+        async for data in audio_bytes(synthesis):
             yield _sse(SpeechAudioDelta(audio=base64.b64encode(data).decode("ascii")))
     except APIError as exc:
         yield _sse(SpeechStreamError(error=error_info(exc.status, exc.message)))
         raise
-    yield _sse(SpeechAudioDone(usage=usage(text, synthesis, generated)))
+    timings = synthesis.timings
+    spans = segment_spans(timings)
+    done = SpeechAudioDone(usage=usage(text, synthesis), segments=spans)
+    yield _sse(done, exclude_none=True)
 
 
-def _sse(event: BaseModel) -> bytes:
-    return f"data: {event.model_dump_json()}\n\n".encode()
+def _sse(event: BaseModel, exclude_none: bool = False) -> bytes:
+    return f"data: {event.model_dump_json(exclude_none=exclude_none)}\n\n".encode()

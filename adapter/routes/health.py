@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -38,7 +39,13 @@ async def health(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:
     return JSONResponse({"status": "healthy", **body})
 
 
-def _unhealthy(status: str, message: str, loaded_models=(), device=None, version=__version__) -> JSONResponse:
+def _unhealthy(
+    status: str,
+    message: str,
+    loaded_models: Sequence[str] = (),
+    device: str | None = None,
+    version: str = __version__,
+) -> JSONResponse:
     body = {
         "status": status,
         "loaded_models": list(loaded_models),

@@ -13,7 +13,7 @@ from adapter.auth import require_token
 from adapter.codecs import FORMATS
 from adapter.schemas import WsAudioOptions
 from contract.params import BY_NAME, PARAMETERS
-from contract.variants import VARIANT_NAMES
+from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 router = APIRouter()
@@ -31,11 +31,11 @@ async def page() -> FileResponse:
     summary="The synthesis parameters: type, range, default per model (the table the page is built from)",
     dependencies=[Depends(require_token)],
 )
-async def parameters() -> dict:
+async def parameters() -> dict[str, object]:
     return parameter_table()
 
 
-def parameter_table() -> dict:
+def parameter_table() -> dict[str, object]:
     """contract.params.PARAMETERS as JSON: the numeric parameters become controls; language_id's codes
     and models become the language picker."""
     language = BY_NAME["language_id"]
@@ -63,4 +63,6 @@ def parameter_table() -> dict:
             if FORMATS[name].container is None
         ],
         "default_format": WsAudioOptions.model_fields["format"].default,
+        # Raw PCM carries no rate: the page plays it at the rate a `say` without sample_rate gets.
+        "sample_rate": SAMPLE_RATE,
     }

@@ -7,14 +7,12 @@ import base64
 import json
 import logging
 
-import numpy as np
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from adapter.audio import Rechunker, chunk_bytes_for
 from adapter.auth import require_ws_token
-from adapter.codecs import Encoder, check_output
+from adapter.codecs import check_output
 from adapter.errors import APIError, describe_validation_errors
 from adapter.schemas import (
     RANGES,
@@ -28,8 +26,10 @@ from adapter.schemas import (
     VoiceSetMessage,
     first_surrogate,
 )
+from adapter.seed_requests import seed_request, segment_spans
 from adapter.shutdown import SHUTTING_DOWN
 from adapter.synthesis import AppContext, Synthesis
+from adapter.transport import ClientGone
 from contract.errors import ServiceError
 
 log = logging.getLogger("adapter.ws")
@@ -40,10 +40,6 @@ router = APIRouter()
 _WS_TRY_AGAIN_LATER = 1013
 _WS_SERVICE_RESTART = 1012
 _WS_POLICY_VIOLATION = 1008
-
-
-class _Gone(Exception):
-    """The client is no longer there to receive messages."""
 
 
 class Session:
@@ -62,16 +58,18 @@ class Session:
         # timeout it is dropped, so that it holds neither a slot nor more buffered audio.
         timeout = self.ctx.settings.client_send_timeout_s
         if self._dropping is not None:
-            raise _Gone()
+            raise ClientGone()
         try:
             async with self._send_lock:
-                await asyncio.wait_for(self.ws.send_text(message.model_dump_json()), timeout)
+                # A done message leaves out `segments` unless the request was a script.
+                data = message.model_dump_json(exclude_none=isinstance(message, DoneMessage))
+                await asyncio.wait_for(self.ws.send_text(data), timeout)
         except TimeoutError:
             log.warning("WebSocket client read nothing for %s s: dropping it", timeout)
             self._drop(f"client did not read for {timeout:g} s (CLIENT_SEND_TIMEOUT_S)")
-            raise _Gone() from None
+            raise ClientGone() from None
         except (WebSocketDisconnect, RuntimeError, OSError):
-            raise _Gone() from None
+            raise ClientGone() from None
 
     def _drop(self, reason: str) -> None:
         async def close() -> None:
@@ -161,78 +159,45 @@ class Session:
         if msg.id in self.tasks:
             raise APIError(409, f"request id {msg.id!r} is already in progress on this connection")
         check_output(msg.audio.format, msg.audio.sample_rate)
-        synthesis = Synthesis(self.ctx, msg, "ws", connection_voice=self.voice)
-        task = asyncio.create_task(self.say(msg, synthesis))
+        synthesis = Synthesis(self.ctx, seed_request(msg, "ws", connection_voice=self.voice))
+        task = asyncio.create_task(self.say(msg.id, synthesis))
         self.tasks[msg.id] = (task, synthesis)
         key = msg.id
         task.add_done_callback(lambda _t: self.tasks.pop(key, None))
 
-    async def say(self, msg: SayMessage, synthesis: Synthesis) -> None:
-        audio = msg.audio
-        outcome, encoder = "error", None
+    async def say(self, request_id: RequestId, synthesis: Synthesis) -> None:
         try:
-            encoder = Encoder(audio.format, audio.sample_rate, streaming=audio.stream)
-            if audio.stream:
-                await self._stream(msg, synthesis, encoder)
-            else:
-                await self._whole(msg, synthesis, encoder)
-            await self.send(DoneMessage(id=msg.id, duration_seconds=round(encoder.duration_seconds, 3)))
-            outcome = "ok"
+            async with synthesis:
+                if synthesis.request.output.stream:
+                    index = 0
+                    async for piece in synthesis.encoded():
+                        data = base64.b64encode(piece.data).decode("ascii")
+                        await self.send(ChunkMessage(id=request_id, index=index, data=data, is_last=piece.last))
+                        index += 1
+                else:
+                    data = base64.b64encode(await synthesis.whole()).decode("ascii")
+                    await self.send(ChunkMessage(id=request_id, index=0, data=data, is_last=True))
+                timings = synthesis.timings
+                await self.send(
+                    DoneMessage(
+                        id=request_id,
+                        duration_seconds=round(synthesis.duration_seconds, 3),
+                        segments=segment_spans(timings),
+                    )
+                )
         except APIError as exc:
-            await self._report(msg.id, exc.status, exc.message)
-        except _Gone:
-            outcome = "cancelled"
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
+            await self._report(request_id, exc.status, exc.message)
+        except ClientGone:
+            pass
         except Exception:
-            log.exception("synthesis %r failed", msg.id)
-            await self._report(msg.id, 500, "internal server error")
-        finally:
-            await synthesis.close(outcome, encoder.duration_seconds if encoder else 0.0)
+            log.exception("synthesis %r failed", request_id)
+            await self._report(request_id, 500, "internal server error")
 
     async def _report(self, request_id: RequestId, code: int, message: str) -> None:
         try:
             await self.error(request_id, code, message)
-        except _Gone:
+        except ClientGone:
             pass
-
-    async def _stream(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        # Compressed output goes out as encoded (whole frames/pages); only PCM can be cut anywhere.
-        rechunker = (
-            Rechunker(chunk_bytes_for(encoder.sample_rate, msg.audio.chunk_size_ms)) if encoder.rechunkable else None
-        )
-        index = 0
-
-        async def emit(piece: bytes, is_last: bool) -> None:
-            nonlocal index
-            if index == 0:
-                piece = encoder.stream_header() + piece
-            await self.send(
-                ChunkMessage(id=msg.id, index=index, data=base64.b64encode(piece).decode("ascii"), is_last=is_last)
-            )
-            index += 1
-
-        # Every full piece goes out as soon as it exists; the predictor flags its final chunk, so
-        # the last piece can say is_last without holding audio back to wait for the end.
-        async for chunk in synthesis.chunks():
-            data = encoder.encode(chunk.samples, last=chunk.final)
-            if rechunker is None:
-                pieces = [data] if data else []
-            else:
-                pieces = list(rechunker.feed(data))
-                if chunk.final:
-                    pieces += rechunker.finish()
-            if chunk.final:
-                pieces = pieces or [b""]
-            for i, piece in enumerate(pieces):
-                await emit(piece, chunk.final and i == len(pieces) - 1)
-
-    async def _whole(self, msg: SayMessage, synthesis: Synthesis, encoder: Encoder) -> None:
-        pieces = [chunk.samples async for chunk in synthesis.chunks()]
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        data = await asyncio.to_thread(encoder.encode, audio, True)  # compressing a long text takes a while
-        await self.send(ChunkMessage(id=msg.id, index=0, data=base64.b64encode(data).decode("ascii"), is_last=True))
 
     async def cancel_all(self) -> None:
         entries = list(self.tasks.values())
@@ -253,7 +218,7 @@ async def ws_tts(websocket: WebSocket, _auth: None = Depends(require_ws_token)) 
     ctx.metrics.ws_connections_total.inc()
     try:
         await Session(websocket, ctx).run()
-    except (_Gone, WebSocketDisconnect):
+    except (ClientGone, WebSocketDisconnect):
         pass
     finally:
         ctx.metrics.ws_connections.dec()

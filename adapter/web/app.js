@@ -292,7 +292,7 @@ $("speak-form").addEventListener("submit", async (event) => {
   player.reset();
   const id = `r${++state.seq}`;
   const message = sayMessage(id);
-  const current = { id, started, firstAudio: null, pcm: [], format: message.audio.format, sampleRate: 24000 };
+  const current = { id, started, firstAudio: null, pcm: [], format: message.audio.format, sampleRate: state.table.sample_rate };
   state.current = current;
   window.chatterbox.state = "speaking";
   $("speak").disabled = true;

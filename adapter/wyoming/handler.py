@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 from sentence_stream import SentenceBoundaryDetector
 from starlette.concurrency import run_in_threadpool
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import Describe
+from wyoming.info import Describe, Info
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import (
     Synthesize,
@@ -27,11 +26,11 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from adapter.audio import Rechunker, chunk_bytes_for
-from adapter.codecs import Encoder
 from adapter.errors import APIError
-from adapter.schemas import HttpAudioOptions, ModelName, TTSRequest, VoiceOptions
+from adapter.request import Output, Segment, SynthesisRequest
+from adapter.ssml import is_ssml, ssml_segments
 from adapter.synthesis import AppContext, Synthesis
+from adapter.transport import ClientGone
 from adapter.wyoming import catalogue
 from contract.errors import ServiceError
 from contract.variants import SAMPLE_RATE
@@ -43,10 +42,7 @@ SAMPLE_WIDTH = 2  # 16-bit PCM
 CHANNELS = 1
 # Home Assistant plays each audio-chunk whole before the next, so chunks are kept short.
 CHUNK_MS = 40
-
-
-class _Gone(Exception):
-    """The client closed the connection."""
+OUTPUT = Output("pcm_s16le", SAMPLE_RATE, stream=True, chunk_size_ms=CHUNK_MS)
 
 
 class TextStream:
@@ -56,6 +52,10 @@ class TextStream:
         self.voice = voice
         self.sentences = SentenceBoundaryDetector()
         self.audio_started = False
+        self.text_seen = False
+        # Streamed text that starts with markup is SSML: kept whole and spoken at synthesize-stop
+        # (cutting it at sentence ends would cut elements in two).
+        self.markup: list[str] | None = None
 
 
 class TtsHandler(AsyncEventHandler):
@@ -83,7 +83,7 @@ class TtsHandler(AsyncEventHandler):
     async def handle_event(self, event: Event) -> bool:
         try:
             await self._dispatch(event)
-        except _Gone:
+        except ClientGone:
             return False
         return True
 
@@ -91,7 +91,7 @@ class TtsHandler(AsyncEventHandler):
         try:
             await super().write_event(event)
         except (ConnectionError, OSError, RuntimeError):
-            raise _Gone() from None
+            raise ClientGone() from None
 
     async def _dispatch(self, event: Event) -> None:
         if Describe.is_type(event.type):
@@ -109,19 +109,27 @@ class TtsHandler(AsyncEventHandler):
             if self.stream is None:
                 await self.error(400, "synthesize-chunk without synthesize-start")
                 return
+            text, stream = SynthesizeChunk.from_event(event).text, self.stream
+            if not stream.text_seen and text.strip():
+                stream.text_seen = True
+                stream.markup = [] if text.lstrip().startswith("<") else None
+            if stream.markup is not None:
+                stream.markup.append(text)
+                return
             # Each sentence is spoken as soon as it is complete, while the rest of the text is still coming.
-            for sentence in self.stream.sentences.add_chunk(SynthesizeChunk.from_event(event).text):
+            for sentence in stream.sentences.add_chunk(text):
                 await self._speak_in_stream(sentence)
         elif SynthesizeStop.is_type(event.type):
             if self.stream is not None:
-                await self._speak_in_stream(self.stream.sentences.finish())
+                rest = self.stream.sentences.finish() if self.stream.markup is None else "".join(self.stream.markup)
+                await self._speak_in_stream(rest)
                 if self.stream.audio_started:
                     await self.write_event(AudioStop().event())
                 self.stream = None
             await self.write_event(SynthesizeStopped().event())
         # Anything else (ping, other domains) is dropped, as the protocol asks of servers.
 
-    async def describe(self):
+    async def describe(self) -> Info:
         try:
             loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         except ServiceError as exc:
@@ -139,51 +147,35 @@ class TtsHandler(AsyncEventHandler):
     async def speak(self, text: str, voice: SynthesizeVoice | None, audio_started: bool) -> bool:
         """Synthesises `text` into audio-chunk events (audio-start first, unless already sent); an
         error becomes an `error` event. Returns whether audio-start has been sent."""
-        synthesis = None
-        encoder = Encoder("pcm_s16le", SAMPLE_RATE)
-        outcome = "error"
         try:
-            synthesis = await self._admit(text, voice)
-            rechunker = Rechunker(chunk_bytes_for(SAMPLE_RATE, CHUNK_MS))
-            async for chunk in synthesis.chunks():
-                pieces = list(rechunker.feed(encoder.encode(chunk.samples, last=chunk.final)))
-                if chunk.final:
-                    pieces.extend(rechunker.finish())
-                for piece in pieces:
+            async with Synthesis(self.ctx, await self._request(text, voice)) as synthesis:
+                async for piece in synthesis.encoded():
+                    if not piece.data:
+                        continue
                     if not audio_started:
                         await self.write_event(AudioStart(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS).event())
                         audio_started = True
-                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece).event())
-            outcome = "ok"
+                    await self.write_event(AudioChunk(SAMPLE_RATE, SAMPLE_WIDTH, CHANNELS, piece.data).event())
         except ServiceError as exc:
             await self.error(exc.status, exc.message)
-        except _Gone:
-            outcome = "cancelled"
-            raise
-        except asyncio.CancelledError:
-            outcome = "cancelled"
+        except ClientGone:
             raise
         except Exception:
             log.exception("wyoming synthesis failed")
             await self.error(500, "internal server error")
-        finally:
-            if synthesis is not None:
-                await synthesis.close(outcome, encoder.duration_seconds)
         return audio_started
 
-    async def _admit(self, text: str, voice: SynthesizeVoice | None) -> Synthesis:
+    async def _request(self, text: str, voice: SynthesizeVoice | None) -> SynthesisRequest:
         if not text.strip():
             raise APIError(422, "text must not be empty")
         loaded = list((await self.ctx.predictor.info()).get("loaded_models") or [])
         choice = catalogue.choose(loaded, voice.name if voice else None, voice.language if voice else None)
-        request = TTSRequest(
-            text=text,
-            model=cast(ModelName, choice.model),  # one of MODEL_LANGUAGES, keyed by variant name
-            language_id=choice.language,
-            voice=VoiceOptions(audio_prompt_path=choice.voice),
-            audio=HttpAudioOptions(format="pcm_s16le", stream=True),
-        )
-        return Synthesis(self.ctx, request, TRANSPORT)
+        segment = Segment(text=text, model=choice.model, language_id=choice.language, voice=choice.voice)
+        if not is_ssml(text):
+            return SynthesisRequest(segments=(segment,), output=OUTPUT, transport=TRANSPORT)
+        # Wyoming has no speed control: <prosody rate> is read past.
+        segments, _rate = ssml_segments(text, segment)
+        return SynthesisRequest(segments=segments, output=OUTPUT, transport=TRANSPORT, scripted=True)
 
     async def error(self, status: int, message: str) -> None:
         """Wyoming errors carry a text and a code; the code is the HTTP API's status for the same problem."""

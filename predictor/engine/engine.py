@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contract.admission import text_length_problem
 from contract.errors import ServiceError
 from contract.text import unpaired_surrogate_message
 from contract.variants import SAMPLE_RATE
@@ -214,11 +215,9 @@ class ChatterboxEngine:
             raise ServiceError(404, f"model '{variant}' is not loaded (loaded: {', '.join(self.variants)})")
         if not isinstance(text, str) or not text.strip():
             raise ServiceError(400, "text: must be a non-empty string")
-        if len(text) > self.settings.max_text_length:
-            raise ServiceError(
-                413,
-                f"text: {len(text)} characters is over the limit of {self.settings.max_text_length} (MAX_TEXT_LENGTH)",
-            )
+        too_long = text_length_problem(len(text), self.settings.max_text_length)
+        if too_long:
+            raise ServiceError(413, too_long)
         bad_text = unpaired_surrogate_message("text", text)
         if bad_text:
             raise ServiceError(400, bad_text)

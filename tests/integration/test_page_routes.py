@@ -10,7 +10,7 @@ import subprocess
 import requests
 
 from contract.params import PARAMETERS
-from contract.variants import LANGUAGES, VARIANT_NAMES
+from contract.variants import LANGUAGES, SAMPLE_RATE, VARIANT_NAMES
 from scripts.processes import ROOT, adapter_command
 
 
@@ -42,6 +42,7 @@ def test_parameter_table_is_the_contracts(adapter):
     assert (
         table["formats"] == ["wav", "pcm_s16le"] and table["default_format"] == "pcm_s16le"
     )  # what Web Audio can play as it streams
+    assert table["sample_rate"] == SAMPLE_RATE  # raw PCM carries no rate: the page plays it at this one
 
 
 def test_with_a_token_the_page_loads_but_its_data_needs_the_token(adapter_factory, adapter_voices_dir):

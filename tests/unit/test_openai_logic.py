@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from adapter.errors import APIError
 from adapter.openai.protocol import OPENAI_VOICES, SpeechRequest, VoiceId
-from adapter.openai.serving import ModelResolver, list_voices, parse_model_map, resolve_voice, seed_request
+from adapter.openai.serving import ModelResolver, list_voices, parse_model_map, resolve_voice, speech_request
 from adapter.schemas import VoiceOptions
 from adapter.voice_library import VoiceLibrary
 from tests.support.servers import make_audio
@@ -122,8 +122,8 @@ def test_chatterbox_parameters_keep_the_seed_apis_names_and_ranges():
         if name != "audio_prompt_path":
             assert SpeechRequest.model_fields[name].metadata == info.metadata
     body = SpeechRequest(model="tts-1", input="hi", voice="alloy", exaggeration=0.7, seed=3, language_id="fr")
-    seed = seed_request(body, "multilingual", None, streaming=True)
-    assert seed.voice.exaggeration == 0.7 and seed.voice.seed == 3 and seed.language_id == "fr"
+    (segment,) = speech_request(body, "multilingual", None).segments
+    assert segment.parameters == {"exaggeration": 0.7, "seed": 3} and segment.language_id == "fr"
     with pytest.raises(ValidationError, match="less than or equal to 2"):
         SpeechRequest(model="tts-1", input="hi", voice="alloy", exaggeration=2.5)
 
