@@ -20,6 +20,7 @@ from predictor.engine import shared_prefix
 from predictor.engine.batching import T3Batch
 from predictor.engine.engine import ChatterboxEngine
 from predictor.engine.scheduler import Scheduler
+from predictor.engine.shared_prefix import MIN_SHARED_REQUESTS
 from tests.integration.test_batched_exactness import TokensOnly
 from tests.support.dispatch_count import counted, host_reads
 
@@ -85,14 +86,27 @@ def steady_tick_cost(engine, requests: int, monkeypatch) -> list[tuple[int, int,
     return costs
 
 
-def test_a_steady_tick_costs_the_host_the_same_whatever_the_batch(engine, monkeypatch):
+@pytest.mark.parametrize("prefix_sharing", ["off", "on"])
+def test_a_steady_tick_costs_the_host_the_same_whatever_the_batch(engine, monkeypatch, prefix_sharing):
+    """Off: the forward as on a GPU (shared_prefix.py only plans where T3 attends in float32 on a
+    CPU). On: from MIN_SHARED_REQUESTS requests of one voice the CPU reads their prefix once, a fixed
+    number of ops more per layer, and from there each request again adds at most 2."""
     variant = engine.variant
     config = engine.variants[variant].model.t3.tfmr.config
     layers = config.num_hidden_layers
+    sizes = SIZES[variant]
+    if prefix_sharing == "off":
+        monkeypatch.setattr(T3Batch, "_shared_prefix_plan", lambda self, device: None)
+    else:
+        if variant != "turbo":
+            pytest.skip("standard's 34-position prefix is too short to share (shared_prefix.py)")
+        sizes = tuple(size for size in sizes if size >= MIN_SHARED_REQUESTS)
     ops_by_size = {}
-    for size in SIZES[variant]:
+    for size in sizes:
         costs = steady_tick_cost(engine, size, monkeypatch)
-        print(f"{variant}, {size} requests: (aten ops, host reads, attention calls) per tick {costs}")
+        print(
+            f"{variant}, {size} requests, prefix sharing {prefix_sharing}: (aten ops, host reads, attention calls) per tick {costs}"
+        )
         for _ops, reads, sdpa in costs:
             assert reads <= 1, f"{size} requests: {reads} host reads in one tick"
             assert sdpa == layers, f"{size} requests: {sdpa} attention calls for {layers} layers (eager fallback?)"
