@@ -63,7 +63,7 @@ class TorchThread:
         requests then starts in one tick (each start is a quick job), so their T3 rows join the batch
         together and their chunk boundaries, and flow passes, coincide. One job per tick started
         eight concurrent requests eight ticks apart, and their first and last chunks each paid a
-        flow pass of their own (docs/benchmarks.md, "Batched engine"). A long job (a voice's preparation) still
+        flow pass of their own (docs/benchmarks.md, "Bar F-1 after bursts start in one tick"). A long job (a voice's preparation) still
         gives the next tick its turn as soon as it ends."""
         if time.monotonic() - started >= JOB_ROUND_S:
             return None

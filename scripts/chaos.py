@@ -55,8 +55,8 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from adapter.limits import RETRY_AFTER_S
 from adapter.voice_library import DEFAULT_FILE, TEMP_PREFIX
+from contract.admission import RETRY_AFTER_S
 from scripts.processes import (
     ROOT,
     ManagedProcess,

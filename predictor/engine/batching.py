@@ -232,7 +232,8 @@ class T3Batch:
 
     def _shared_prefix_plan(self, device: torch.device) -> shared_prefix.SharedPrefixPlan | None:
         """Where the backbone attends in float32 on a CPU (attention.py), which rows share a prompt
-        prefix, so that a step reads it once; None elsewhere, or when no two requests share one."""
+        prefix, so that a step reads it once; None elsewhere, or when too few share one long enough
+        (shared_prefix.MIN_SHARED_REQUESTS, MIN_SHARED_POSITIONS)."""
         if self._prefix_plan_stale:
             self._prefix_plan_stale = False
             self._prefix_plan = None
