@@ -180,9 +180,7 @@ def test_too_many_requests_get_429_with_a_message(predictor):
 
     # Turbo: the limit is the predictor's, not a variant's, and turbo's flow takes 2 ODE steps to standard's 10.
     slow = {"max_new_tokens": 20, "seed": 3}  # seconds of work: in flight while the probes are refused
-    workers = [
-        threading.Thread(target=http_infer, args=(predictor.http_url, "turbo", "Busy.", slow)) for _ in range(2)
-    ]
+    workers = [threading.Thread(target=http_infer, args=(predictor.http_url, "turbo", "Busy.", slow)) for _ in range(2)]
     for worker in workers:
         worker.start()
     deadline = time.monotonic() + 120
