@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.variants import VARIANT_NAMES
 from scripts.processes import ROOT, ManagedProcess
 from tests.support.servers import FakePredictor, start_adapter, start_fake_predictor, start_predictor
 
@@ -19,10 +20,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
-    from scripts.random_weights import write_checkpoints
+    from scripts.random_weights import is_complete, write_checkpoints
 
     folder = Path(os.environ.get("CHATTERBOX_TEST_WEIGHTS", ROOT / "build" / "random-weights"))
-    if not (folder / ".complete").exists():
+    # Each variant's files, not just the .complete mark: weights from an older writer lack newer files.
+    if not all(is_complete(folder / variant, variant) for variant in VARIANT_NAMES):
         write_checkpoints(folder)
     return folder
 
