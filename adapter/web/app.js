@@ -177,8 +177,12 @@ function showTags(model) {
   $("tags").hidden = tags.length === 0;
 }
 
+// A space is added where the tag would touch a word, so that it stays a tag of its own.
 function insertAtCursor(textarea, snippet) {
-  textarea.setRangeText(snippet, textarea.selectionStart, textarea.selectionEnd, "end");
+  const { selectionStart: start, selectionEnd: end, value } = textarea;
+  const before = /\S$/.test(value.slice(0, start)) ? " " : "";
+  const after = /^[^\s.,;:!?]/.test(value.slice(end)) ? " " : "";
+  textarea.setRangeText(before + snippet + after, start, end, "end");
   textarea.focus();
 }
 
