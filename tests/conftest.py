@@ -13,6 +13,7 @@ import pytest
 
 from contract.variants import VARIANT_NAMES
 from scripts.processes import ROOT, ManagedProcess
+from tests.support import image_build
 from tests.support.servers import (
     FakePredictor,
     start_adapter,
@@ -23,6 +24,19 @@ from tests.support.servers import (
 
 # Tests never reach the hub: fail fast on optional downloads (the multilingual Chinese table).
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """When the image tests are to run, their build starts now, in the background, and the tests that
+    can share the machine with it run first (tests/support/image_build.py)."""
+    if any(Path(str(item.fspath)).match(image_build.IMAGE_TESTS) for item in items) and image_build.wanted():
+        items[:] = image_build.order(items)
+        if not config.option.collectonly:
+            image_build.start()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    image_build.stop()
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ from contract.variants import SAMPLE_RATE
 from ..upstream_patches import tolerate_missing_chinese_segmenter
 from .batching import DecodingBatch, T3Batch, speech_tokens
 from .decode import CfgDecoder, PrefixLookup, SpeechDecoder, TurboDecoder
-from .flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch
+from .flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch, VocoderBatch
 from .params import KNOWN_FIELDS, ParameterError, SynthesisParams, parse_params
 from .precision import resolve_precision
 from .prompt_prefix import PromptPrefixCache
@@ -69,12 +69,13 @@ class LoadedVariant:
     batch: DecodingBatch  # the variant's requests decoding together
     flow_encoder: EncoderBatch  # the variant's requests' flow encoder calls, run together
     flow_estimator: EstimatorBatch  # the variant's requests' flow ODE steps, run together
+    vocoder: VocoderBatch  # the variant's requests' HiFT calls of one length, run together
     prefixes: PromptPrefixCache  # T3's KV of each voice's conditioning prompt
     tags: tuple[str, ...] = ()  # the [tags] its tokenizer knows (contract/tags.py)
 
     @property
-    def flow_calls(self) -> tuple[BatchedCalls, ...]:
-        return (self.flow_encoder, self.flow_estimator)
+    def s3gen_calls(self) -> tuple[BatchedCalls, ...]:
+        return (self.flow_encoder, self.flow_estimator, self.vocoder)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class ChatterboxEngine:
             flow_estimator=self._batch_calls(
                 flow.decoder.estimator, EstimatorBatch(flow.decoder.estimator.forward, *self._flow_batching)
             ),
+            vocoder=self._batch_vocoder(model.s3gen.mel2wav),
             prefixes=PromptPrefixCache(self.settings.prompt_prefix_cache_size),
             tags=spec.tags_of(model),
         )
@@ -202,6 +204,13 @@ class ChatterboxEngine:
         the tick's batched call (flow_batching.py). Upstream calls the estimator's `forward` directly,
         so no hook would see it: the instance's forward is replaced."""
         module.forward = batched
+        return batched
+
+    def _batch_vocoder(self, hift: Any) -> VocoderBatch:
+        """HiFT's `decode` (already at HiFT's precision: Precision.adapt_hift) joins the tick's batched
+        call in a scheduler task; `inference` calls it on the instance, so the attribute is replaced."""
+        batched = VocoderBatch(hift.decode, contextlib.nullcontext, self.settings.batch_vocoder)
+        hift.decode = batched
         return batched
 
     @property

@@ -92,7 +92,7 @@ class Scheduler:
             if task.runnable:
                 task.resume()
         for loaded in self.engine.variants.values():
-            first_audio_vocoded = [calls.run_pending() for calls in loaded.flow_calls if len(calls)]
+            first_audio_vocoded = [calls.run_pending() for calls in loaded.s3gen_calls if len(calls)]
             if len(loaded.batch) and not any(first_audio_vocoded):
                 loaded.batch.step()
         self.tasks = [task for task in self.tasks if not task.dead]

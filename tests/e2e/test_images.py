@@ -1,8 +1,8 @@
 """The container images, built and run as the chart runs them.
 
-`make images` (scripts/images.sh) builds the adapter, CPU predictor and CUDA predictor images; the first
-fixture runs it (layers come from cache after the first run, so its time in --durations is the warm
-build). Then, with tests/support/oci.py (buildah + runc; there is no Docker engine here):
+`make images` (scripts/images.sh) builds the adapter, CPU predictor and CUDA predictor images; the build
+starts in the background when pytest collects this module (tests/support/image_build.py), and the first
+fixture waits for it. Then, with tests/support/oci.py (buildah + runc; there is no Docker engine here):
 - the CPU predictor and the adapter each in its own network namespace, with the chart's command, env,
   user, read-only root file system, no capabilities, /tmp as an emptyDir, the voices volume (read-only in
   the predictor, written by the adapter), random weights at /mnt/models (where KServe's storage
@@ -21,8 +21,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -30,14 +28,13 @@ import requests
 import soundfile as sf
 import websockets
 
-from scripts.processes import ROOT
 from scripts.random_weights import write_reference_wav
 from tests.support import chart_render as cr
-from tests.support import oci
+from tests.support import image_build, oci
+from tests.support.image_build import BUILD_LOG
 
 pytestmark = pytest.mark.slow
 REQUIRED = os.environ.get("CHATTERBOX_REQUIRE_IMAGES") == "1"
-BUILD_LOG = ROOT / "build" / "images" / "build.log"
 
 
 def _unavailable(reason: str):
@@ -51,18 +48,13 @@ def images() -> dict[str, str]:
     """`make images`, then name -> tag. CHATTERBOX_IMAGES_PREBUILT=1 skips the build (images already made)."""
     if os.geteuid() != 0:
         _unavailable("building and running images here needs root (buildah, runc, network namespaces)")
-    if os.environ.get("CHATTERBOX_IMAGES_PREBUILT") != "1":
-        BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with open(BUILD_LOG, "w") as log:
-            env = {**os.environ, "IMAGE_BUILDER": "buildah"}  # the run below uses buildah's images
-            result = subprocess.run(
-                ["bash", str(oci.IMAGES_SCRIPT), "build"], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-        elapsed = time.monotonic() - started
+    if image_build.wanted():
+        returncode, elapsed = image_build.start().wait()  # started at collection (conftest.py)
         tail = BUILD_LOG.read_text(errors="replace")[-6000:]
-        assert result.returncode == 0, f"make images failed after {elapsed:.0f} s ({BUILD_LOG}):\n{tail}"
-        print(f"\nmake images: {elapsed:.0f} s\n" + "\n".join(tail.splitlines()[-4:]))
+        assert returncode == 0, f"make images failed after {elapsed:.0f} s ({BUILD_LOG}):\n{tail}"
+        print(
+            f"\nmake images: {elapsed:.0f} s (in the background since collection)\n" + "\n".join(tail.splitlines()[-4:])
+        )
     for tool in ("buildah", "runc", "ip"):
         if not shutil.which(tool):
             _unavailable(f"{tool} is not installed (make images installs it)")

@@ -113,9 +113,9 @@ def test_kserve_inference_rest_client(predictor):
 
 
 def test_same_seed_same_output_and_builtin_voice(predictor):
-    first = http_infer(predictor.http_url, "standard", "Seeded.", FEW_TOKENS).as_numpy("audio")
-    second = http_infer(predictor.http_url, "standard", "Seeded.", FEW_TOKENS).as_numpy("audio")
-    other = http_infer(predictor.http_url, "standard", "Seeded.", {**FEW_TOKENS, "seed": 12}).as_numpy("audio")
+    first = http_infer(predictor.http_url, "turbo", "Seeded.", FEW_TOKENS).as_numpy("audio")
+    second = http_infer(predictor.http_url, "turbo", "Seeded.", FEW_TOKENS).as_numpy("audio")
+    other = http_infer(predictor.http_url, "turbo", "Seeded.", {**FEW_TOKENS, "seed": 12}).as_numpy("audio")
     np.testing.assert_array_equal(first, second)
     assert first.shape != other.shape or not np.array_equal(first, other)
 
@@ -178,26 +178,27 @@ def _in_flight(predictor) -> float:
 
 def test_too_many_requests_get_429_with_a_message(predictor):
 
+    # Turbo: the limit is the predictor's, not a variant's, and turbo's flow takes 2 ODE steps to standard's 10.
     slow = {"max_new_tokens": 20, "seed": 3}  # seconds of work: in flight while the probes are refused
     workers = [
-        threading.Thread(target=http_infer, args=(predictor.http_url, "standard", "Busy.", slow)) for _ in range(2)
+        threading.Thread(target=http_infer, args=(predictor.http_url, "turbo", "Busy.", slow)) for _ in range(2)
     ]
     for worker in workers:
         worker.start()
     deadline = time.monotonic() + 120
     while _in_flight(predictor) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    error = _error(lambda: http_infer(predictor.http_url, "standard", "One too many.", FEW_TOKENS))
+    error = _error(lambda: http_infer(predictor.http_url, "turbo", "One too many.", FEW_TOKENS))
     grpc_status = None
     try:
-        grpc_infer(predictor.grpc_url, "standard", "One too many.", FEW_TOKENS)
+        grpc_infer(predictor.grpc_url, "turbo", "One too many.", FEW_TOKENS)
     except InferenceServerException as exc:
         grpc_status = str(exc.status())
     for worker in workers:
         worker.join()
     assert error.status() == "429" and "MAX_CONCURRENT_REQUESTS" in error.message()
     assert grpc_status == "StatusCode.RESOURCE_EXHAUSTED"
-    assert http_infer(predictor.http_url, "standard", "Free again.", FEW_TOKENS).as_numpy("audio").size > 0
+    assert http_infer(predictor.http_url, "turbo", "Free again.", FEW_TOKENS).as_numpy("audio").size > 0
 
 
 def test_metrics(predictor, voices_dir):

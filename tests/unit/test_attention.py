@@ -135,7 +135,7 @@ def _flow_attention_block(length: int = 20):
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-@pytest.mark.parametrize("length", [20, MATMUL_ATTENTION_MAX_FRAMES + 1])  # matmuls, then torch's kernel
+@pytest.mark.parametrize("length", [20, MATMUL_ATTENTION_MAX_FRAMES + 1])  # the whole batch, then one head at a time
 def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast, length):
     block, frames, bias = _flow_attention_block(length)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

@@ -1,7 +1,8 @@
 """The flow's batched calls (predictor/engine/flow_batching.py): with a stand-in estimator, queued
 calls of different lengths run as one padded pass and each task gets exactly its own rows and frames
 back; with S3Gen's real flow encoder (random weights), a padded pass gives each row what it gets
-alone, within float rounding."""
+alone, within float rounding; with HiFT's real convolution stack, calls of one length share a pass
+and those of another run in their own."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from predictor.engine import tasks
-from predictor.engine.flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch
+from predictor.engine.flow_batching import BatchedCalls, EncoderBatch, EstimatorBatch, VocoderBatch
 
 
 def estimator(x, mask, mu, t, spks=None, cond=None, r=None):
@@ -136,3 +137,33 @@ def test_the_flow_encoder_gives_each_padded_row_what_it_gives_alone():
         padded = torch.cat([torch.nn.functional.pad(c["xs"], (0, 0, 0, 40 - c["xs"].shape[1])) for c in calls])
         unmasked, _ = encoder(padded, torch.tensor([23, 7, 40]))
     assert not torch.allclose(unmasked[1:2, :14], alone[1][0], rtol=1e-4, atol=1e-4)
+
+
+def test_hift_calls_of_one_length_share_a_pass_and_get_what_they_get_alone():
+    """Three calls of 12 mel frames run as one pass; a call of 9 frames, which would need padding that
+    HiFT's two-sided convolutions read, runs in a pass of its own. Each gets its lone call's waveform."""
+    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
+    from chatterbox.models.s3gen.hifigan import HiFTGenerator
+
+    torch.manual_seed(0)
+    hift = HiFTGenerator(
+        sampling_rate=24000,
+        upsample_rates=[8, 5, 3],
+        upsample_kernel_sizes=[16, 11, 7],
+        source_resblock_kernel_sizes=[7, 7, 11],
+        source_resblock_dilation_sizes=[[1, 3, 5]] * 3,
+        f0_predictor=ConvRNNF0Predictor(),
+    ).eval()
+    batched = VocoderBatch(hift.decode, contextlib.nullcontext)
+    g = torch.Generator().manual_seed(1)
+    calls = [
+        {"x": torch.randn(1, 80, frames, generator=g), "s": torch.randn(1, 1, frames * 480, generator=g) * 0.1}
+        for frames in (12, 9, 12, 12)
+    ]
+    with torch.inference_mode():
+        alone = [hift.decode(**call) for call in calls]
+        outputs = run_as_tasks(batched, calls)
+    assert batched.calls == 2 and batched.rows_served == 4
+    for want, got in zip(alone, outputs, strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

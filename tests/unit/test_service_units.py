@@ -24,7 +24,7 @@ class StepEngine:
     """Three chunks per request, each after a slice point; records which thread ran what."""
 
     def __init__(self, steps: int = 3):
-        self.variants = {"turbo": SimpleNamespace(batch=[], flow_calls=())}  # no T3 batch or flow call to run
+        self.variants = {"turbo": SimpleNamespace(batch=[], s3gen_calls=())}  # no T3 batch or S3Gen call to run
         self.settings = SimpleNamespace(voices_dir="/nonexistent")
         self.steps_per_request = steps
         self.threads: set[str] = set()
