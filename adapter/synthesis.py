@@ -32,6 +32,7 @@ from adapter.transport import ClientGone
 from contract.admission import CUT_AT_BOUND, RETRY_AFTER_S, SHUTTING_DOWN
 from contract.errors import ServiceError
 from contract.params import ParameterError, check_language
+from contract.tags import tag_problem, tags_in
 from contract.variants import SAMPLES_PER_TOKEN
 
 if TYPE_CHECKING:
@@ -195,8 +196,28 @@ class Synthesis:
             async for chunk in self._audio:
                 yield chunk
 
+    async def _check_tags(self) -> None:
+        """Refuse a [tag] a segment's model does not know before any segment is spoken: the
+        predictor refuses it too, but only when that segment's turn comes, mid-stream."""
+        segments = self.request.segments
+        if not any(tags_in(segment.text) for segment in segments):
+            return  # the usual text costs no call
+        try:
+            known = (await self._ctx.predictor.info()).get("tags")
+        except ServiceError:
+            return  # the first segment's own call to the predictor says what is wrong
+        if not isinstance(known, dict):
+            return  # a predictor from before tags: it checks each segment itself
+        for index, segment in enumerate(segments):
+            if segment.model not in known:
+                continue  # not loaded: the predictor's 404 names it
+            problem = tag_problem(segment.text, segment.model, known[segment.model])
+            if problem:
+                raise _segment_error(self.request, index, APIError(400, problem))
+
     async def _joined(self) -> AsyncGenerator[StreamedAudio, None]:
         """Every segment's audio in order, joined: the last chunk says final."""
+        await self._check_tags()
         joiner, segments = self._joiner, self.request.segments
         for index, segment in enumerate(segments):
             last_segment = index == len(segments) - 1

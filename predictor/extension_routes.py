@@ -64,6 +64,9 @@ def add_routes(app: FastAPI, service: SynthesisService) -> None:
             "max_text_length": engine.settings.max_text_length,
             "max_new_tokens": engine.settings.max_new_tokens,
             "parameters": parameter_declarations(list(engine.variants)),
+            # Each loaded model's [tags], read from its tokenizer (contract/tags.py): the adapter's
+            # /api/parameters and its check of scripts before the first segment use them.
+            "tags": {name: list(loaded.tags) for name, loaded in engine.variants.items()},
         }
 
     @app.post(STREAM_PATH.replace("{model}", "{model_name}"), tags=["chatterbox"])

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from contract.variants import LANGUAGES, VARIANT_NAMES
+from predictor.engine.variants import BUILTIN_VOICE_FILE, VARIANT_SPECS
 
 # Before anything imports huggingface_hub, which reads this once: the builders must never reach
 # the network (the multilingual tokenizer tries to fetch a Cangjie table and copes without it).
@@ -26,28 +27,43 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import soundfile as sf
 
-# A variant folder only appears by rename once it is whole; these let a later run tell a
-# folder someone emptied by hand from a finished one.
-EXPECTED_FILES = {
-    "standard": ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"),
-    "turbo": (
-        "ve.safetensors",
-        "t3_turbo_v1.safetensors",
-        "s3gen_meanflow.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "merges.txt",
-        "conds.pt",
-    ),
-    "multilingual": (
-        "ve.pt",
-        "t3_mtl23ls_v2.safetensors",
-        "s3gen.pt",
-        "grapheme_mtl_merged_expanded_v1.json",
-        "conds.pt",
-    ),
-}
+# The GPT-2 tokenizer files the turbo builder writes (the hub's names vary with the transformers
+# version that saved them, so the variant's spec does not list them).
+TURBO_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json")
+
+# Turbo's paralinguistic and delivery tags: the added tokens (ids 50257-50275, after GPT-2's 50257)
+# of added_tokens.json in ResembleAI/chatterbox-turbo. The random-weight tokenizer carries the same
+# ones, so the tag checks run through a real tokenizer.
+TURBO_TAGS = (
+    "[laugh]",
+    "[chuckle]",
+    "[gasp]",
+    "[cough]",
+    "[sigh]",
+    "[groan]",
+    "[sniff]",
+    "[shush]",
+    "[clear throat]",
+    "[angry]",
+    "[crying]",
+    "[dramatic]",
+    "[fear]",
+    "[happy]",
+    "[narration]",
+    "[sarcastic]",
+    "[surprised]",
+    "[whispering]",
+    "[advertisement]",
+)
+
+
+def expected_files(variant: str) -> tuple[str, ...]:
+    """What a finished folder holds: a variant folder only appears by rename once it is whole; this
+    lets a later run tell a folder someone emptied by hand (or an older tokenizer) from a finished one."""
+    spec = VARIANT_SPECS[variant]
+    tokenizer = TURBO_TOKENIZER_FILES if spec.text_tokenizer == "gpt2" else ()
+    return spec.required_files + tokenizer + (BUILTIN_VOICE_FILE,)
+
 
 # Ids the text side of T3Config hard-codes for standard and multilingual.
 STOP_ID, UNK_ID, SPACE_ID, START_ID = 0, 1, 2, 255
@@ -166,10 +182,13 @@ def _write_turbo_tokenizer(folder: Path) -> None:
         vocab_size=1000, special_tokens=[EOS], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(TURBO_CORPUS, trainer)
-    # transformers 5 writes only tokenizer.json + tokenizer_config.json; vocab.json, merges.txt
-    # and special_tokens_map.json are what older GPT-2 loaders look for.
+    tok.add_tokens(list(TURBO_TAGS))  # matched whole in the text, as in the real tokenizer
+    # transformers 5 writes only tokenizer.json + tokenizer_config.json; vocab.json, merges.txt,
+    # added_tokens.json and special_tokens_map.json are what older GPT-2 loaders look for.
     GPT2TokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS).save_pretrained(folder)
     tok.model.save(str(folder))
+    added = {tag: tok.token_to_id(tag) for tag in TURBO_TAGS}
+    (folder / "added_tokens.json").write_text(json.dumps(added, indent=2))
     specials = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS}
     (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
 
@@ -229,11 +248,11 @@ def _build(variant: str, folder: Path, reference_wav: Path) -> None:
     model = cls(t3, s3gen, ve, None, "cpu")
     with torch.inference_mode():
         model.prepare_conditionals(str(reference_wav))
-    model.conds.save(folder / "conds.pt")
+    model.conds.save(folder / BUILTIN_VOICE_FILE)
 
 
 def is_complete(folder: Path, variant: str) -> bool:
-    return all((folder / name).is_file() for name in EXPECTED_FILES[variant])
+    return all((folder / name).is_file() for name in expected_files(variant))
 
 
 def write_checkpoints(out, variants=VARIANT_NAMES, seed: int = 0) -> Path:

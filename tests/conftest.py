@@ -1,7 +1,8 @@
 """All shared fixtures: random-weight checkpoints (built once per run), reference voices, a running
 predictor with all three variants (started once per session), and the adapter's processes (an adapter in
 front of the predictor's sine-wave test double by default; a module overrides `predictor_url` and
-`adapter_voices_dir` to put the real predictor behind it)."""
+`adapter_voices_dir` to put the real predictor behind it; `real_adapter` is one in front of the real
+predictor, Wyoming included, shared for the session)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from contract.variants import VARIANT_NAMES
 from scripts.processes import ROOT, ManagedProcess
 from tests.support import image_build
-from tests.support.servers import FakePredictor, start_adapter, start_fake_predictor, start_predictor
+from tests.support.servers import (
+    FakePredictor,
+    start_adapter,
+    start_adapter_with_wyoming,
+    start_fake_predictor,
+    start_predictor,
+)
 
 # Tests never reach the hub: fail fast on optional downloads (the multilingual Chinese table).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -33,10 +41,11 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
-    from scripts.random_weights import write_checkpoints
+    from scripts.random_weights import is_complete, write_checkpoints
 
     folder = Path(os.environ.get("CHATTERBOX_TEST_WEIGHTS", ROOT / "build" / "random-weights"))
-    if not (folder / ".complete").exists():
+    # Each variant's files, not just the .complete mark: weights from an older writer lack newer files.
+    if not all(is_complete(folder / variant, variant) for variant in VARIANT_NAMES):
         write_checkpoints(folder)
     return folder
 
@@ -57,6 +66,15 @@ def predictor(weights_dir, voices_dir):
     process = start_predictor(weights_dir, voices_dir)
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def real_adapter(predictor, voices_dir, tmp_path_factory):
+    """An adapter (Wyoming on too) in front of the session's real predictor, with default settings:
+    shared by the end-to-end modules that need nothing else (tests must not change its default voice)."""
+    server = start_adapter_with_wyoming(predictor.http_url, voices_dir, tmp_path_factory.mktemp("real-adapter-logs"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,10 @@ from fastapi.responses import FileResponse
 
 from adapter.auth import require_token
 from adapter.codecs import FORMATS
+from adapter.routes import get_ctx
 from adapter.schemas import WsAudioOptions
+from adapter.synthesis import AppContext
+from contract.errors import ServiceError
 from contract.params import BY_NAME, PARAMETERS
 from contract.variants import SAMPLE_RATE, VARIANT_NAMES
 
@@ -31,13 +34,18 @@ async def page() -> FileResponse:
     summary="The synthesis parameters: type, range, default per model (the table the page is built from)",
     dependencies=[Depends(require_token)],
 )
-async def parameters() -> dict[str, object]:
-    return parameter_table()
+async def parameters(ctx: AppContext = Depends(get_ctx)) -> dict[str, object]:
+    try:
+        tags = (await ctx.predictor.info()).get("tags")
+    except ServiceError:
+        tags = None  # the page still draws its controls; the tag buttons wait for a reload
+    return parameter_table(tags if isinstance(tags, dict) else {})
 
 
-def parameter_table() -> dict[str, object]:
+def parameter_table(tags: dict[str, list[str]]) -> dict[str, object]:
     """contract.params.PARAMETERS as JSON: the numeric parameters become controls; language_id's codes
-    and models become the language picker."""
+    and models become the language picker. `tags`: each loaded model's [tags], as the predictor read
+    them from its tokenizer (contract/tags.py); empty while the predictor cannot answer."""
     language = BY_NAME["language_id"]
     return {
         "parameters": [
@@ -65,4 +73,5 @@ def parameter_table() -> dict[str, object]:
         "default_format": WsAudioOptions.model_fields["format"].default,
         # Raw PCM carries no rate: the page plays it at the rate a `say` without sample_rate gets.
         "sample_rate": SAMPLE_RATE,
+        "tags": tags,
     }

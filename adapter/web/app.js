@@ -161,9 +161,35 @@ function setToDefault(p, input) {
   input.closest(".param").querySelector("output").textContent = input.value;
 }
 
+// The selected model's tags (read by the predictor from its tokenizer: turbo's [laugh], [sigh]...),
+// as buttons that put the tag where the cursor is in the text. Models without tags show none.
+function showTags(model) {
+  const tags = state.table.tags[model] || [];
+  $("tags").replaceChildren(
+    ...tags.map((tag) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = tag;
+      button.addEventListener("click", () => insertAtCursor($("text"), tag));
+      return button;
+    }),
+  );
+  $("tags").hidden = tags.length === 0;
+}
+
+// A space is added where the tag would touch a word, so that it stays a tag of its own.
+function insertAtCursor(textarea, snippet) {
+  const { selectionStart: start, selectionEnd: end, value } = textarea;
+  const before = /\S$/.test(value.slice(0, start)) ? " " : "";
+  const after = /^[^\s.,;:!?]/.test(value.slice(end)) ? " " : "";
+  textarea.setRangeText(before + snippet + after, start, end, "end");
+  textarea.focus();
+}
+
 function applyModel() {
   const model = $("model").value;
   $("language-field").hidden = !state.table.language_models.includes(model);
+  showTags(model);
   for (const p of state.table.parameters) {
     const input = $(`param-${p.name}`);
     const used = p.models.includes(model);

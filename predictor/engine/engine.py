@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from contract.admission import text_length_problem
 from contract.errors import ServiceError
+from contract.tags import tag_problem
 from contract.text import unpaired_surrogate_message
 from contract.variants import SAMPLE_RATE
 
@@ -70,6 +71,7 @@ class LoadedVariant:
     flow_estimator: EstimatorBatch  # the variant's requests' flow ODE steps, run together
     vocoder: VocoderBatch  # the variant's requests' HiFT calls of one length, run together
     prefixes: PromptPrefixCache  # T3's KV of each voice's conditioning prompt
+    tags: tuple[str, ...] = ()  # the [tags] its tokenizer knows (contract/tags.py)
 
     @property
     def s3gen_calls(self) -> tuple[BatchedCalls, ...]:
@@ -124,7 +126,7 @@ class ChatterboxEngine:
             return
         started = time.perf_counter()
         params: dict[str, Any] = {"seed": 0, "max_new_tokens": WARM_UP_TOKENS}
-        if loaded.spec.name == "multilingual":
+        if loaded.spec.requires_language:
             params["language_id"] = "en"
         self.variants[loaded.spec.name] = loaded  # prepare() looks the variant up
         try:
@@ -138,7 +140,7 @@ class ChatterboxEngine:
 
     def _load_variant(self, spec: VariantSpec) -> LoadedVariant:
         folder = resolve_weights(self.settings.model_dir, spec)
-        if spec.name == "multilingual":
+        if spec.segments_chinese:
             tolerate_missing_chinese_segmenter()
         module = importlib.import_module(spec.module)
         model = getattr(module, spec.class_name).from_local(folder, self.device)
@@ -147,7 +149,7 @@ class ChatterboxEngine:
             from chatterbox.models.t3.inference.t3_hf_backend import T3HuggingfaceBackend
 
             t3 = model.t3
-            if spec.name == "multilingual":
+            if spec.alignment_analysis:
                 # Upstream's alignment analyzer switches the backbone to eager attention with attention
                 # outputs before the first forward pass; do it once here, identically.
                 if getattr(t3.tfmr.config, "_attn_implementation", None) == "sdpa":
@@ -164,7 +166,7 @@ class ChatterboxEngine:
         self.precision.adapt_hift(model.s3gen.mel2wav)
         flow = model.s3gen.flow
         batch: DecodingBatch
-        if spec.name == "turbo" and self.settings.cuda_graphs == "on":
+        if spec.static_batch and self.settings.cuda_graphs == "on":
             batch = StaticTurboBatch(
                 model.t3,
                 self.precision.t3_autocast,
@@ -188,6 +190,7 @@ class ChatterboxEngine:
             ),
             vocoder=self._batch_vocoder(model.s3gen.mel2wav),
             prefixes=PromptPrefixCache(self.settings.prompt_prefix_cache_size),
+            tags=spec.tags_of(model),
         )
 
     @property
@@ -227,7 +230,7 @@ class ChatterboxEngine:
         too_long = text_length_problem(len(text), self.settings.max_text_length)
         if too_long:
             raise ServiceError(413, too_long)
-        bad_text = unpaired_surrogate_message("text", text)
+        bad_text = unpaired_surrogate_message("text", text) or tag_problem(text, variant, loaded.tags)
         if bad_text:
             raise ServiceError(400, bad_text)
         unknown = sorted(set(raw_params) - KNOWN_FIELDS)
@@ -336,13 +339,13 @@ class ChatterboxEngine:
     def chunked_vocoder(self, loaded: LoadedVariant, request: PreparedRequest, piece_index: int) -> ChunkedVocoder:
         from chatterbox.models.s3gen.const import S3GEN_SIL
 
-        turbo = loaded.spec.name == "turbo"
+        meanflow = loaded.spec.meanflow_vocoder
         return ChunkedVocoder(
             loaded.model.s3gen,
             request.conds.gen,
             noise_seed=(request.seed * 1_000_003 + piece_index) % 2**63,
-            meanflow=turbo,
-            silence_token=S3GEN_SIL if turbo else None,
+            meanflow=meanflow,
+            silence_token=S3GEN_SIL if meanflow else None,
         )
 
     # ---- steps -----------------------------------------------------------------------------
@@ -380,13 +383,13 @@ class ChatterboxEngine:
         options = {"prefix": prefix, "upstream": self.settings.sampler == "upstream", "piece": piece_index}
         text = loaded.punc_norm(piece)
         decoder: SpeechDecoder
-        if loaded.spec.name == "turbo":
+        if loaded.spec.text_tokenizer == "gpt2":
             text_tokens = model.tokenizer(text, return_tensors="pt", padding=True, truncation=True).input_ids.to(
                 self.device
             )
             decoder = TurboDecoder(model.t3, t3_cond, text_tokens, params, generator, **options)
         else:
-            if loaded.spec.name == "multilingual":
+            if loaded.spec.text_tokenizer == "grapheme_per_language":
                 text_tokens = model.tokenizer.text_to_tokens(text, language_id=params.language_id)
             else:
                 text_tokens = model.tokenizer.text_to_tokens(text)
@@ -401,7 +404,7 @@ class ChatterboxEngine:
                 text_tokens,
                 params,
                 generator,
-                multilingual=loaded.spec.name == "multilingual",
+                multilingual=loaded.spec.alignment_analysis,
                 **options,
             )
         return speech_tokens(decoder, loaded.batch, self.precision.t3_autocast)
@@ -413,7 +416,7 @@ class ChatterboxEngine:
             # it, as upstream's generate() does after seeding (T3's own generator is not advanced).
             # (A task switch inside keeps this request's RNG state: see tasks.py.)
             _global_generator(self.device).set_state(generator.get_state())
-            if loaded.spec.name == "turbo":
+            if loaded.spec.meanflow_vocoder:
                 from chatterbox.models.s3gen.const import S3GEN_SIL
 
                 silence = torch.tensor([S3GEN_SIL] * 3, dtype=torch.long, device=self.device)

@@ -11,20 +11,6 @@ from .variants import VariantSpec
 
 logger = logging.getLogger(__name__)
 
-# Files fetched from the hub per variant; optional ones (the built-in voice, the Chinese table) may be absent.
-HUB_PATTERNS = {
-    "standard": ["ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"],
-    "turbo": ["*.safetensors", "*.json", "*.txt", "*.pt", "*.model"],
-    "multilingual": [
-        "ve.pt",
-        "t3_mtl23ls_v2.safetensors",
-        "s3gen.pt",
-        "grapheme_mtl_merged_expanded_v1.json",
-        "conds.pt",
-        "Cangjie5_TC.json",
-    ],
-}
-
 
 class WeightsNotFound(RuntimeError):
     pass
@@ -50,7 +36,7 @@ def download_weights(spec: VariantSpec) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(repo_id=spec.hub_repo, allow_patterns=HUB_PATTERNS[spec.name]))
+        folder = Path(snapshot_download(repo_id=spec.hub_repo, allow_patterns=spec.hub_patterns))
     except Exception as exc:  # offline, gated, or a broken cache: all end the same way for the operator
         raise WeightsNotFound(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not _has_weights(folder, spec):

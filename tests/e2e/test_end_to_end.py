@@ -22,6 +22,7 @@ from adapter.audio import to_pcm16
 from scripts.random_weights import write_reference_wav
 from tests.support.browser_harness import run_page
 from tests.support.servers import start_adapter, start_turbo_predictor
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.slow
 PAGE = Path(__file__).resolve().parents[1] / "support" / "browser" / "seed_client.html"
@@ -275,7 +276,7 @@ def test_http_stream_abort_frees_the_slot(single_slot):
         timeout=300,
     )
     assert quick.status_code == 200 and b'"type":"done"' in quick.content
-    events = [json.loads(line[5:]) for line in quick.content.splitlines() if line.startswith(b"data:")]
+    events = sse_events(quick.content.splitlines())
     assert [e.get("final") for e in events] == [False] * (len(events) - 2) + [True, None]
 
 

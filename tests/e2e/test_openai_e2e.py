@@ -15,6 +15,7 @@ from websockets.sync.client import connect
 
 from tests.support.decoding import assert_duration, decode
 from tests.support.servers import start_adapter, start_turbo_predictor
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +24,8 @@ SAME_SPEECH = {"seed": 7, "max_new_tokens": 12}
 
 
 @pytest.fixture(scope="module")
-def adapter(predictor, voices_dir, tmp_path_factory):
-    server = start_adapter(predictor.http_url, voices_dir, tmp_path_factory.mktemp("adapter-logs"))
-    yield server
-    server.stop()
+def adapter(real_adapter):
+    return real_adapter
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_sse_usage_counts_the_speech_tokens(client, generated_seconds):
         stream_format="sse",
         extra_body=SAME_SPEECH,
     ) as response:
-        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+        events = sse_events(response.iter_lines())
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     samples, rate = decode(audio, "mp3")
     assert_duration(len(samples), rate, generated_seconds, "mp3", streamed=True)

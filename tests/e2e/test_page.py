@@ -85,9 +85,16 @@ def test_speak_streams_into_web_audio_and_offers_a_wav(adapter, page, capsys):
     if "multilingual" in loaded:  # the suite's predictor loads all three
         page.select_option("#model", "multilingual")
         assert page.get_by_label("Language").is_visible() and page.input_value("#language") == "en"
+        assert page.locator("#tags").is_hidden()  # its tokenizer has no tags
     page.select_option("#model", "turbo")
 
+    # Turbo's tags, as its tokenizer lists them, are buttons that insert the tag at the cursor.
+    tags = requests.get(f"{adapter.url}/api/parameters").json()["tags"]["turbo"]
+    assert page.eval_on_selector_all("#tags button", "bs => bs.map(b => b.textContent)") == tags and tags
     page.get_by_label("Text").fill("Hello from the browser.")
+    page.eval_on_selector("#text", "text => text.setSelectionRange(5, 5)")
+    page.get_by_role("button", name="[sigh]").click()
+    assert page.input_value("#text") == "Hello [sigh] from the browser."
     page.select_option("#voice", "alice.wav")
     page.get_by_role("button", name="Speak").click()
     assert wait_state(page, "done", "error", timeout=SPEAK_TIMEOUT_MS) == "done", page.text_content("#error")

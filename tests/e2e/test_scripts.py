@@ -1,7 +1,9 @@
 """Scripts through the real path (the adapter process in front of the real predictor, random weights):
 a three-segment dialogue (two voices and a pause) on every transport, as `segments` (seed HTTP and
 WebSocket) and as SSML (the official `openai` SDK, the `wyoming` client, the seed's text), with each
-segment's place in the audio; the 4xx that names the segment at fault; hostile SSML refused."""
+segment's place in the audio; the 4xx that names the segment at fault; hostile SSML refused; turbo's
+tags, read from the (random-weight) turbo tokenizer, spoken on every transport, and the 400s for a tag
+its tokenizer does not know, or for any tag on a model whose tokenizer has none."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import openai
@@ -19,11 +22,11 @@ import websockets
 from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from contract.variants import SAMPLE_RATE
-from scripts.processes import free_port
-from tests.support.servers import start_adapter
+from scripts.random_weights import TURBO_TAGS
+from tests.support.sse import sse_events
 from tests.unit.test_ssml import BILLION_LAUGHS, EXTERNAL_ENTITY
 
 pytestmark = pytest.mark.slow
@@ -33,28 +36,22 @@ PAUSE_MS = 400
 SHORT = {"seed": 5, "max_new_tokens": 8}
 DIALOGUE = [
     {"text": "Did you hear that?", "voice": {"audio_prompt_path": "alice.wav"}, "pause_ms": PAUSE_MS},
-    {"text": "Hear what?", "voice": {"audio_prompt_path": "bob.wav"}, "pause_ms": 0},
+    {"text": "Hear what? [sigh]", "voice": {"audio_prompt_path": "bob.wav"}, "pause_ms": 0},
     {"text": "Never mind.", "voice": {"audio_prompt_path": "alice.wav"}},
 ]
 
 
-# The same dialogue in SSML: alice, a 400 ms pause, bob (on turbo), then alice again.
+# The same dialogue in SSML: alice, a 400 ms pause, bob (on turbo, with a tag), then alice again.
 SSML_DIALOGUE = f"""<speak>
   <voice name="alice">Did you hear that?</voice><break time="{PAUSE_MS}ms"/>
-  <voice name="turbo:bob">Hear <say-as interpret-as="characters">what</say-as>?</voice>
+  <voice name="turbo:bob">Hear <say-as interpret-as="characters">what</say-as>? [sigh]</voice>
   <voice name="alice"><s>Never mind.</s></voice>
 </speak>"""
 
 
 @pytest.fixture(scope="module")
-def adapter(predictor, voices_dir, tmp_path_factory):
-    port = free_port()
-    server = start_adapter(
-        predictor.http_url, voices_dir, tmp_path_factory.mktemp("adapter-logs"), WYOMING_PORT=str(port)
-    )
-    server.wyoming_port = port
-    yield server
-    server.stop()
+def adapter(real_adapter):
+    return real_adapter
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +188,7 @@ def test_openai_sdk_ssml_streams_sse_with_the_segments(client):
         stream_format="sse",
         extra_body=SHORT,
     ) as response:
-        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+        events = sse_events(response.iter_lines())
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     done = events[-1]
     assert done["type"] == "speech.audio.done" and done["usage"]["output_tokens"] > 0
@@ -267,3 +264,44 @@ def test_wyoming_streamed_ssml_is_spoken_whole_at_stop(adapter):
     events = [SynthesizeStart().event(), *(SynthesizeChunk(text=p).event() for p in pieces), SynthesizeStop().event()]
     received = asyncio.run(wyoming_exchange(adapter.wyoming_port, events))
     assert longest_silence(wyoming_pcm(received)) >= PAUSE_MS / 1000 * SAMPLE_RATE - 2
+
+
+# --- turbo's tags ------------------------------------------------------------------------------
+
+
+def test_parameters_list_the_tags_read_from_each_tokenizer(adapter):
+    tags = requests.get(f"{adapter.url}/api/parameters", timeout=30).json()["tags"]
+    assert tags == {"standard": [], "turbo": list(TURBO_TAGS), "multilingual": []}
+
+
+def test_an_unknown_tag_in_a_later_segment_is_refused_before_any_audio(adapter):
+    segments = [*DIALOGUE[:2], {"text": "Never [giggle] mind.", "voice": {"audio_prompt_path": "alice.wav"}}]
+    body = {"segments": segments, "model": "turbo", "voice": SHORT, "audio": {"format": "pcm", "stream": True}}
+    response = requests.post(f"{adapter.url}/api/tts", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == (
+        f"segments[2]: unknown tag [giggle] for the turbo model; its tags are {', '.join(TURBO_TAGS)}"
+    )
+
+
+def test_a_tag_on_a_model_without_tags_is_a_400_on_every_transport(adapter, client):
+    no_tags = "model takes no tags (its tokenizer has none), and the text has [laugh]"
+    response = requests.post(f"{adapter.url}/api/tts", json={"text": "Hi [laugh].", "model": "standard"}, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["message"] == f"the standard {no_tags}"
+
+    async def websocket() -> dict:
+        async with websockets.connect(adapter.ws_url) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "say", "id": 1, "text": "Hi [laugh].", "model": "multilingual"}))
+            return json.loads(await ws.recv())
+
+    error = asyncio.run(websocket())
+    assert (error["type"], error["code"], error["message"]) == ("error", 400, f"the multilingual {no_tags}")
+
+    with pytest.raises(openai.BadRequestError, match=re.escape(f"the standard {no_tags}")):
+        client.audio.speech.create(model="tts-1-hd", voice="alice", input="Hi [laugh].")
+
+    voice = SynthesizeVoice(name="standard/en/alice.wav")
+    (error_event,) = asyncio.run(wyoming_exchange(adapter.wyoming_port, [Synthesize("Hi [laugh].", voice).event()]))
+    assert (error_event.type, error_event.data["code"]) == ("error", "400")
+    assert error_event.data["text"] == f"the standard {no_tags}"

@@ -18,8 +18,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from adapter.wyoming.handler import CHUNK_MS
 from contract.variants import LANGUAGES
-from scripts.processes import ROOT, free_port
-from tests.support.servers import start_adapter
+from scripts.processes import ROOT
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "build" / "test-artifacts"
@@ -95,14 +94,8 @@ def transcript(module_transcript, capsys):
 
 
 @pytest.fixture(scope="module")
-def wyoming(predictor, voices_dir, tmp_path_factory):
-    port = free_port()
-    server = start_adapter(
-        predictor.http_url, voices_dir, tmp_path_factory.mktemp("wyoming-logs"), WYOMING_PORT=str(port)
-    )
-    server.wyoming_port = port
-    yield server
-    server.stop()
+def wyoming(real_adapter):
+    return real_adapter
 
 
 def run(coroutine):

@@ -18,6 +18,7 @@ from websockets.sync.client import connect
 
 from tests.support.decoding import assert_duration, decode, dominant_frequency
 from tests.support.servers import make_audio, wait_until
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_sse_stream_carries_one_stream_and_usage(client, fake_predictor):
         model="tts-1", voice="alloy", input=text, response_format="opus", stream_format="sse"
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+        events = sse_events(response.iter_lines())
     deltas = [e for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) > 1 and events[-1]["type"] == "speech.audio.done" and events[:-1] == deltas
     assert events[-1]["usage"] == {

@@ -43,6 +43,7 @@ def test_parameter_table_is_the_contracts(adapter):
         table["formats"] == ["wav", "pcm_s16le"] and table["default_format"] == "pcm_s16le"
     )  # what Web Audio can play as it streams
     assert table["sample_rate"] == SAMPLE_RATE  # raw PCM carries no rate: the page plays it at this one
+    assert table["tags"] == {}  # the predictor's to list (this test double declares none): no tag buttons
 
 
 def test_with_a_token_the_page_loads_but_its_data_needs_the_token(adapter_factory, adapter_voices_dir):

@@ -14,6 +14,7 @@ import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from contract.params import defaults_for
+from scripts.random_weights import TURBO_TAGS
 from tests.support.v2_helpers import http_infer
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,7 @@ JSON_CASES = {
     "unpaired surrogate in voice": ({"inputs": [_text()], "parameters": {"voice": "a\udc00.wav"}}, ["surrogate"]),
     "language for another model": ({"inputs": [_text()], "parameters": {"language_id": "fr"}}, ["multilingual"]),
     "unknown language": ({"inputs": [_text()], "parameters": {"language_id": "xx"}}, ["must be one of"]),
+    "a tag for a model without tags": ({"inputs": [_text(data=["Hi [laugh]."])]}, ["takes no tags", "[laugh]"]),
 }
 
 
@@ -140,12 +142,22 @@ def test_malformed_grpc_infer_is_invalid_argument(predictor, case):
 
 
 def test_info_declares_the_parameter_table(predictor):
-    declared = requests.get(f"{predictor.http_url}/v2/chatterbox/info", timeout=30).json()["parameters"]
+    info = requests.get(f"{predictor.http_url}/v2/chatterbox/info", timeout=30).json()
+    # The tags each tokenizer knows, read from it: the random turbo tokenizer carries the real one's.
+    assert info["tags"] == {"standard": [], "turbo": list(TURBO_TAGS), "multilingual": []}
+    declared = info["parameters"]
     assert declared["top_p"]["default"] == {"standard": 0.95, "turbo": 0.95, "multilingual": 0.95}
     assert declared["repetition_penalty"]["default"]["multilingual"] == 2.0
     assert (declared["seed"]["minimum"], declared["seed"]["maximum"]) == (0, 4294967295)
     assert declared["top_k"]["minimum"] == 0 and declared["top_k"]["used_by"] == ["turbo"]
     assert len(declared["language_id"]["choices"]) == 23
+
+
+def test_an_unknown_tag_on_turbo_is_400_listing_the_known_ones(predictor):
+    body = {"inputs": [_text(data=["Hi [giggle]."])]}
+    response = requests.post(f"{predictor.http_url}/v2/models/turbo/infer", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("unknown tag [giggle] for the turbo model; its tags are [laugh], ")
 
 
 def test_omitted_parameters_are_the_seeds_defaults(predictor):

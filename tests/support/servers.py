@@ -93,6 +93,16 @@ def start_adapter(predictor_url: str, voices_dir: Path, log_dir: Path, **env_ove
     return server
 
 
+def start_adapter_with_wyoming(
+    predictor_url: str, voices_dir: Path, log_dir: Path, **env_overrides: str
+) -> ManagedProcess:
+    """An adapter that also serves Wyoming, on the port in its `wyoming_port`."""
+    port = free_port()
+    server = start_adapter(predictor_url, voices_dir, log_dir, WYOMING_PORT=str(port), **env_overrides)
+    server.wyoming_port = port
+    return server
+
+
 class FakePredictor:
     def __init__(self, server: ManagedProcess):
         self.server = server
