@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import re
 
+from contract.tags import TAG_PATTERN
+
 MAX_PIECE_CHARS = 300
 
 # A sentence ends at . ! ? (and their CJK/Devanagari forms) followed by space or end of text.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？।])[\"')\]]*\s+|(?<=[。！？])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，；、])\s*")
+# A word is a run of non-space characters, where a tag counts as one character: turbo's `[clear
+# throat]` has a space, and a piece boundary inside it would leave two halves read as text.
+_WORD = re.compile(rf"(?:{TAG_PATTERN.pattern}|\S)+")
 
 
 def split_text(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
@@ -40,7 +45,7 @@ def _split_words(clause: str, max_chars: int) -> list[str]:
     if len(clause) <= max_chars:
         return [clause]
     # A single unbroken run (e.g. CJK without spaces) is cut where it must be.
-    words = [word[i : i + max_chars] for word in clause.split() for i in range(0, len(word), max_chars)]
+    words = [word[i : i + max_chars] for word in _WORD.findall(clause) for i in range(0, len(word), max_chars)]
     return _pack(words, max_chars)
 
 

@@ -73,6 +73,15 @@ def test_split_keeps_text_and_order():
     assert pieces[0].startswith("First")
 
 
+def test_a_long_sentence_is_never_cut_inside_a_tag():
+    """Turbo's `[clear throat]` has a space; wherever the cut would fall, the tag stays in one piece."""
+    for offset in range(12):
+        text = "word " * (58 + offset) + "[clear throat] " + "word " * 60 + "end"
+        pieces = split_text(text)
+        assert all(len(p) <= 300 for p in pieces) and len(pieces) > 1
+        assert sum(piece.count("[clear throat]") for piece in pieces) == 1, pieces
+
+
 def test_split_short_and_unbroken_text():
     assert split_text("Hi.") == ["Hi."]
     assert split_text("   ") == []
