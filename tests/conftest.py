@@ -29,7 +29,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 def pytest_collection_modifyitems(session, config, items) -> None:
     """When the image tests are to run, their build starts now, in the background, and the tests that
     can share the machine with it run first (tests/support/image_build.py)."""
-    if any(Path(str(item.fspath)).match(image_build.IMAGE_TESTS) for item in items) and image_build.wanted():
+    if image_build.collected(items) and image_build.wanted():
         items[:] = image_build.order(items)
         if not config.option.collectonly:
             image_build.start()

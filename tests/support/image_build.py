@@ -62,11 +62,21 @@ def stop() -> None:
         _build.process.wait(timeout=30)
 
 
+def _path(item) -> str:
+    """A collected test's file, relative to the repository (as IMAGE_TESTS and OVERLAPPING_TESTS name them)."""
+    return Path(str(item.fspath)).relative_to(ROOT).as_posix()
+
+
+def collected(items: list) -> bool:
+    """Whether the image tests are among the collected ones."""
+    return any(_path(item) == IMAGE_TESTS for item in items)
+
+
 def order(items: list) -> list:
     """The overlapping tests first, then the image tests, then the rest in their order."""
 
     def rank(item) -> int:
-        path = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        path = _path(item)
         if path in OVERLAPPING_TESTS:
             return 0
         return 1 if path == IMAGE_TESTS else 2
