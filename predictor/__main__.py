@@ -15,7 +15,7 @@ from contract.settings import SettingsError, load_settings
 from .config import PredictorSettings
 from .engine.engine import ChatterboxEngine
 from .extension_routes import add_routes
-from .heap import release_free_heap
+from .heap import release_free_heap, serve_large_buffers_from_heap
 from .metrics import record_voice_cache
 from .model import ChatterboxModel
 from .service import SynthesisService
@@ -42,6 +42,8 @@ def main() -> None:
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
     logging.getLogger().setLevel(settings.logging_level)
+    if settings.heap_large_buffers and not serve_large_buffers_from_heap():
+        logging.getLogger(__name__).info("HEAP_LARGE_BUFFERS: not a glibc C library; its allocator is left as it is")
     engine = ChatterboxEngine(settings, on_voice_cache=record_voice_cache)
     torch_thread = TorchThread(on_idle=release_free_heap if settings.release_heap_when_idle else None)
     torch_thread.call(engine.load)

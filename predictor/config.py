@@ -44,6 +44,9 @@ class PredictorSettings(SharedSettings):
     prompt_prefix_cache_size: int = Field(8, ge=0)
     # Give freed heap memory back to the OS each time the predictor runs out of work (predictor/heap.py).
     release_heap_when_idle: bool = True
+    # While requests run, serve buffers of up to 256 MiB from the heap, reusing freed ones, instead of
+    # mapping (and zero-filling) each anew (predictor/heap.py).
+    heap_large_buffers: bool = True
     # The sentence-chunk schedule for streaming, in speech tokens: a small first chunk, larger later ones.
     stream_chunk_tokens: Annotated[tuple[int, ...], NoDecode] = (5, 25, 50)
 

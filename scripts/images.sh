@@ -97,17 +97,32 @@ build_buildah() {
   [ -s "$CA_BUNDLE" ] && mounts+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
   local common=(bud --layers --pull=never --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${mounts[@]}")
   local start=$SECONDS
-  buildah "${common[@]}" -f docker/adapter.Dockerfile -t "$ADAPTER_IMAGE" .
+  bud_replacing "$ADAPTER_IMAGE" "${common[@]}" -f docker/adapter.Dockerfile -t "$ADAPTER_IMAGE" .
   log "adapter: $((SECONDS - start)) s"
   start=$SECONDS
-  buildah "${common[@]}" --build-arg "TORCH_INDEX_URL=$CPU_TORCH_INDEX_URL" \
+  bud_replacing "$PREDICTOR_IMAGE" "${common[@]}" --build-arg "TORCH_INDEX_URL=$CPU_TORCH_INDEX_URL" \
     -f docker/predictor.Dockerfile -t "$PREDICTOR_IMAGE" .
   log "predictor (CPU): $((SECONDS - start)) s"
   start=$SECONDS
-  buildah "${common[@]}" --build-arg "TORCH_INDEX_URL=$CUDA_TORCH_INDEX_URL" \
+  bud_replacing "$PREDICTOR_CUDA_IMAGE" "${common[@]}" --build-arg "TORCH_INDEX_URL=$CUDA_TORCH_INDEX_URL" \
     -f docker/predictor-cuda.Dockerfile -t "$PREDICTOR_CUDA_IMAGE" .
   log "predictor (CUDA): $((SECONDS - start)) s"
   sizes
+}
+
+# `buildah bud ... -t IMAGE`, then the image that IMAGE named before, if the build moved the name: it is
+# nobody's now, and with it go its own layers (a changed package layer of the predictor is gigabytes), not
+# those it shares with the new one (the layer cache). Without this every rebuild, as each `make test` does
+# after a change, leaves the old images behind until the disk is full.
+bud_replacing() {
+  local image=$1 before after
+  shift
+  before=$(buildah images --quiet --no-trunc "$image" 2>/dev/null || true)
+  buildah "$@"
+  after=$(buildah images --quiet --no-trunc "$image")
+  if [ -n "$before" ] && [ "$before" != "$after" ]; then
+    buildah rmi "$before" >/dev/null 2>&1 || log "kept the image $image named before ($before): it is still in use"
+  fi
 }
 
 build_docker() {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,6 +19,8 @@ from predictor.engine import tasks
 from predictor.engine.engine import AudioChunk
 from predictor.service import SynthesisService
 from predictor.torch_thread import JOB_ROUND_S, TorchThread
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StepEngine:
@@ -142,6 +145,44 @@ def test_release_free_heap_gives_memory_back_on_glibc():
     freed = before - process.memory_info().rss
     del anchor
     assert freed > 64 * 1024 * 1024, f"only {freed / 2**20:.0f} MiB were given back"
+
+
+# In a fresh interpreter (mallopt is process-wide): a 100 MiB buffer, then whether glibc mapped it on
+# its own (mallinfo2's hblks counts the chunks served by mmap) rather than from the heap.
+MAPPED_CHUNKS_AFTER_A_LARGE_BUFFER = """
+import ctypes, sys
+from predictor.heap import serve_large_buffers_from_heap
+if sys.argv[1] == "heap":
+    assert serve_large_buffers_from_heap()
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = MallInfo2
+before = libc.mallinfo2().hblks
+buffer = libc.malloc(100 * 1024 * 1024)
+print(libc.mallinfo2().hblks - before)
+libc.free(ctypes.c_void_p(buffer))
+"""
+
+
+def test_heap_large_buffers_serves_a_100_mib_buffer_from_the_heap_on_glibc():
+    """HEAP_LARGE_BUFFERS (predictor/heap.py): a buffer of the size a batched flow or HiFT pass frees and
+    allocates at every op comes from the heap, where freed memory is reused, not from a fresh mapping."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+
+    def mapped_chunks(mode: str) -> int:
+        run = [sys.executable, "-c", MAPPED_CHUNKS_AFTER_A_LARGE_BUFFER, mode]
+        return int(subprocess.run(run, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+
+    assert mapped_chunks("default") == 1  # glibc's own choice: above its threshold, a mapping
+    assert mapped_chunks("heap") == 0
 
 
 def test_a_burst_of_quick_jobs_starts_between_two_ticks_and_a_slow_one_lets_a_tick_in():
