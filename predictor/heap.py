@@ -23,7 +23,6 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
-
 # mallopt's parameter numbers (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
