@@ -11,9 +11,10 @@ costs milliseconds, against requests that take seconds.
 `serve_large_buffers_from_heap()` is the other half, for while requests run: a batched flow or HiFT
 pass allocates and frees tensors of 10-60 MiB at every op. Above glibc's mmap threshold (at most 32
 MiB even once it has moved, and reset by each trim) each of them is a fresh mapping that the kernel
-zero-fills page by page on first touch, then unmaps: measured on 2 cores, HiFT over 7 rows of 206
-frames took 6.4 s on the torch thread with glibc's defaults and 4.1-4.8 s with buffers up to 256 MiB
-served from the heap, where freed memory is reused. The idle trim above still gives it all back.
+zero-fills page by page on first touch, then unmaps: measured on 2 cores, on a thread as the torch
+thread runs, a batched HiFT pass over 7 rows of 206 frames took 6.4 s (in a burst of 8 requests:
+7.3-7.9 s) with glibc's defaults and 4.1-4.8 s (4.8-5.3 s) with buffers up to 256 MiB served from
+the heap, where freed memory is reused. The idle trim above still gives it all back.
 
 A no-op where the C library is not glibc (musl, macOS)."""
 
