@@ -29,6 +29,7 @@ installed (`use_flow_attention`) only for a reduced-precision flow on a CPU.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -113,11 +114,14 @@ class FlowAttention:
 
 
 def _matmul_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None, scaled: bool = False
 ) -> torch.Tensor:
+    """`scaled`: q already carries the 1/sqrt(d) factor."""
     scores = torch.matmul(q, k.transpose(-1, -2))
     with torch.autocast(scores.device.type, enabled=False):
-        scores = scores.float() * q.shape[-1] ** -0.5
+        scores = scores.float()
+        if not scaled:
+            scores = scores * q.shape[-1] ** -0.5
         if attention_mask is not None:
             if attention_mask.dtype == torch.bool:
                 scores = scores.masked_fill(~attention_mask, float("-inf"))
@@ -130,15 +134,29 @@ def _matmul_attention(
 def _attention_per_head(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """`_matmul_attention` for each (row, head) in turn, so that its float32 scores stay in cache."""
-    batch, heads = q.shape[:2]
+    """`_matmul_attention` for each (row, head) in turn, so that its float32 scores stay in cache.
+    Per (row, head) it is two matmuls around a softmax, and at 706 frames the ops between them cost a
+    sixth of the whole, so two are left out where that changes nothing: the 1/sqrt(d) factor goes into
+    q once when it is a power of two (d = 64: exact in any float format), and a row's bias is not added
+    when it masks nothing (no padding: every row of an unstreamed burst with one cap). The output is
+    bit for bit the same; 8 rows of 8 heads at 706 frames (2 threads, bf16): 48-53 -> 43-44 ms."""
+    batch, heads, head_dim = q.shape[0], q.shape[1], q.shape[-1]
+    scale = head_dim**-0.5
+    prescaled = math.frexp(scale)[0] == 0.5  # a power of two
+    if prescaled:
+        q = q * scale
     mask = None if attention_mask is None else attention_mask.expand(batch, heads, *attention_mask.shape[2:])
     out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=v.dtype, device=v.device)
     for row in range(batch):
+        row_mask = None if mask is None or _masks_nothing(mask[row]) else mask[row]
         for head in range(heads):
-            head_mask = None if mask is None else mask[row, head]
-            out[row, head] = _matmul_attention(q[row, head], k[row, head], v[row, head], head_mask)
+            head_mask = None if row_mask is None else row_mask[head]
+            out[row, head] = _matmul_attention(q[row, head], k[row, head], v[row, head], head_mask, prescaled)
     return out
+
+
+def _masks_nothing(mask: torch.Tensor) -> bool:
+    return bool(mask.all()) if mask.dtype == torch.bool else not bool(mask.any())
 
 
 def use_flow_attention(estimator: torch.nn.Module) -> int:

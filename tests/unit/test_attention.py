@@ -121,11 +121,11 @@ def test_dtype_setting_per_component_on_a_cpu(monkeypatch, setting, native_bf16,
     assert (got.t3, got.flow, got.hift) == want
 
 
-def _flow_attention_block(length: int = 20):
+def _flow_attention_block(length: int = 20, dim_head: int = 8):
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
     torch.manual_seed(0)
-    block = Attention(query_dim=32, heads=4, dim_head=8).eval()  # as the flow estimator builds them
+    block = Attention(query_dim=32, heads=4, dim_head=dim_head).eval()  # as the flow estimator builds them
     block.set_processor(AttnProcessor2_0())
     frames = torch.randn(3, length, 32)
     keep = torch.ones(3, 1, length, dtype=torch.bool)
@@ -136,8 +136,9 @@ def _flow_attention_block(length: int = 20):
 
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("length", [20, MATMUL_ATTENTION_MAX_FRAMES + 1])  # the whole batch, then one head at a time
-def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast, length):
-    block, frames, bias = _flow_attention_block(length)
+@pytest.mark.parametrize("dim_head", [8, 16])  # 16: 1/sqrt(d) is a power of two, which goes into q at once
+def test_the_flow_attention_processor_computes_what_diffusers_computes(autocast, length, dim_head):
+    block, frames, bias = _flow_attention_block(length, dim_head)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         want = block(frames, attention_mask=bias)
         assert use_flow_attention(torch.nn.Sequential(block)) == 1 and isinstance(block.processor, FlowAttention)
