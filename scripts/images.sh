@@ -96,33 +96,29 @@ build_buildah() {
   local mounts=()
   [ -s "$CA_BUNDLE" ] && mounts+=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
   local common=(bud --layers --pull=never --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${mounts[@]}")
-  local start=$SECONDS
-  bud_replacing "$ADAPTER_IMAGE" "${common[@]}" -f docker/adapter.Dockerfile -t "$ADAPTER_IMAGE" .
-  log "adapter: $((SECONDS - start)) s"
-  start=$SECONDS
-  bud_replacing "$PREDICTOR_IMAGE" "${common[@]}" --build-arg "TORCH_INDEX_URL=$CPU_TORCH_INDEX_URL" \
-    -f docker/predictor.Dockerfile -t "$PREDICTOR_IMAGE" .
-  log "predictor (CPU): $((SECONDS - start)) s"
-  start=$SECONDS
-  bud_replacing "$PREDICTOR_CUDA_IMAGE" "${common[@]}" --build-arg "TORCH_INDEX_URL=$CUDA_TORCH_INDEX_URL" \
-    -f docker/predictor-cuda.Dockerfile -t "$PREDICTOR_CUDA_IMAGE" .
-  log "predictor (CUDA): $((SECONDS - start)) s"
+  bud_replacing adapter "$ADAPTER_IMAGE" docker/adapter.Dockerfile
+  bud_replacing "predictor (CPU)" "$PREDICTOR_IMAGE" docker/predictor.Dockerfile \
+    --build-arg "TORCH_INDEX_URL=$CPU_TORCH_INDEX_URL"
+  bud_replacing "predictor (CUDA)" "$PREDICTOR_CUDA_IMAGE" docker/predictor-cuda.Dockerfile \
+    --build-arg "TORCH_INDEX_URL=$CUDA_TORCH_INDEX_URL"
   sizes
 }
 
-# `buildah bud ... -t IMAGE`, then the image that IMAGE named before, if the build moved the name: it is
+# bud_replacing LABEL IMAGE DOCKERFILE [BUILD OPTIONS...]: `buildah bud` with build_buildah's common
+# options, tagged IMAGE, then the image that IMAGE named before, if the build moved the name: it is
 # nobody's now, and with it go its own layers (a changed package layer of the predictor is gigabytes), not
 # those it shares with the new one (the layer cache). Without this every rebuild, as each `make test` does
 # after a change, leaves the old images behind until the disk is full.
 bud_replacing() {
-  local image=$1 before after
-  shift
+  local label=$1 image=$2 dockerfile=$3 before after start=$SECONDS
+  shift 3
   before=$(buildah images --quiet --no-trunc "$image" 2>/dev/null || true)
-  buildah "$@"
+  buildah "${common[@]}" "$@" -f "$dockerfile" -t "$image" .
   after=$(buildah images --quiet --no-trunc "$image")
   if [ -n "$before" ] && [ "$before" != "$after" ]; then
     buildah rmi "$before" >/dev/null 2>&1 || log "kept the image $image named before ($before): it is still in use"
   fi
+  log "$label: $((SECONDS - start)) s"
 }
 
 build_docker() {
