@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ PREDICTOR_ENV = {
     "DTYPE",
     "BATCH_VOCODER",
     "SAMPLER",
+    "CUDA_GRAPHS",
+    "CUDA_GRAPH_BATCH_CAPACITY",
+    "WARM_UP",
     "PROMPT_PREFIX_CACHE_SIZE",
     "LOAD_STANDARD",
     "LOAD_TURBO",
@@ -454,6 +458,30 @@ def test_chart_defaults_match_code_defaults():
             assert got == expected, f"{component} {name}: chart {got!r}, code {expected!r}"
             compared += 1
     assert compared >= 5
+
+
+# Choices the code takes that the chart leaves out on purpose: the seed's RUST_LOG spellings of log levels.
+SPELLINGS_LEFT_OUT = {"warn", "trace"}
+
+
+def test_chart_schema_enums_are_the_settings_choices():
+    """Each value the schema restricts to a list is the settings field's `Literal`, so that the chart
+    neither refuses a choice the code takes nor lets through one the code refuses at start-up."""
+    schema = json.loads((cr.CHART / "values.schema.json").read_text())
+    template = (cr.CHART / "templates" / "inferenceservice.yaml").read_text()
+    env_of_value = dict(re.findall(r"- name: (\w+)\n\s+value: \{\{ \$p\.(\w+)", template))
+    fields = settings_class("predictor").model_fields
+    compared = 0
+    for key, spec in schema["properties"]["predictor"]["properties"].items():
+        env = next((name for name, value in env_of_value.items() if value == key), None)
+        if "enum" not in spec or env is None:  # deploymentMode: KServe's, not the predictor's
+            continue
+        choices = set(typing.get_args(fields[env.lower()].annotation))
+        assert set(spec["enum"]) <= choices, f"predictor.{key}: schema {spec['enum']}, {env} {choices}"
+        left_out = choices - set(spec["enum"])
+        assert left_out <= SPELLINGS_LEFT_OUT, f"predictor.{key}: the schema refuses {left_out}, which {env} takes"
+        compared += 1
+    assert compared >= 5  # device, dtype, sampler, cudaGraphs, warmUp
 
 
 # ------------------------------------------------------------------------------------ compose files
