@@ -47,7 +47,7 @@ from .streaming import ChunkedVocoder, StreamWatermarker, stream_piece
 from .text import split_text
 from .variants import VARIANT_SPECS, VariantSpec
 from .voices import BUILTIN_VOICE, ConditionalsCache, VoiceError, VoiceSource, reference_duration
-from .weights import pick_device, resolve_weights
+from .weights import load_model, pick_device, resolve_weights
 
 logger = logging.getLogger(__name__)
 Batched = TypeVar("Batched", bound=BatchedCalls)
@@ -143,7 +143,7 @@ class ChatterboxEngine:
         if spec.segments_chinese:
             tolerate_missing_chinese_segmenter()
         module = importlib.import_module(spec.module)
-        model = getattr(module, spec.class_name).from_local(folder, self.device)
+        model = load_model(getattr(module, spec.class_name).from_local, folder, self.device, spec.name)
         backend = None
         if spec.uses_cfg:
             from chatterbox.models.t3.inference.t3_hf_backend import T3HuggingfaceBackend

@@ -1,11 +1,18 @@
-"""Finding each variant's weights: a local folder (KServe's /mnt/models or MODEL_DIR), else the Hugging Face hub."""
+"""Finding each variant's weights: a local folder (KServe's /mnt/models or MODEL_DIR), else the Hugging Face hub;
+and loading them with upstream's `from_local` without first filling every parameter with random values."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import torch
+from transformers.initialization import no_init_weights
 
 from .variants import VariantSpec
 
@@ -76,3 +83,44 @@ def pick_device(requested: str) -> str:
     if requested == "mps" and not torch.backends.mps.is_available():
         raise SystemExit("error: DEVICE=mps but MPS is not available (use DEVICE=auto or cpu)")
     return requested
+
+
+@contextlib.contextmanager
+def _without_random_init() -> Iterator[list[str]]:
+    """Modules built inside skip torch's and transformers' weight initialisation (transformers'
+    `no_init_weights`), and every `load_state_dict` is recorded: yields the list of loads that left
+    parameters or buffers out (`missing_keys`), whose tensors then hold whatever memory held."""
+    incomplete: list[str] = []
+    load_state_dict = torch.nn.Module.load_state_dict
+
+    def recording(module: torch.nn.Module, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        result = load_state_dict(module, state_dict, *args, **kwargs)
+        if result.missing_keys:
+            incomplete.append(f"{type(module).__name__} lacks {len(result.missing_keys)}: {result.missing_keys[:3]}")
+        return result
+
+    with no_init_weights(), mock.patch.object(torch.nn.Module, "load_state_dict", recording):
+        yield incomplete
+
+
+def load_model(from_local: Callable[[Path, str], Any], folder: Path, device: str, name: str) -> Any:
+    """Upstream's `from_local` builds each network with random weights, then loads the checkpoint over
+    them, and drawing those weights is most of its time (one core, machine busy: turbo 7.6 -> 2.3 s,
+    standard 11.9 -> 5.0 s, multilingual 10.0 -> 3.2 s). Built without that initialisation the result
+    is the same tensor for tensor, buffers included, as long as every load covered every parameter
+    and buffer; a load that did not (standard's S3Gen loads with strict=False) makes this load the
+    variant again as upstream does, so nothing uninitialised is ever served. A pod that starts or
+    restarts is ready that much sooner."""
+    started = time.perf_counter()
+    with _without_random_init() as incomplete:
+        model = from_local(folder, device)
+    if not incomplete:
+        logger.info("%s: built and loaded in %.1f s", name, time.perf_counter() - started)
+        return model
+    logger.warning(
+        "%s: the checkpoint leaves tensors out (%s); loading again with upstream's initialisation",
+        name,
+        "; ".join(incomplete),
+    )
+    del model
+    return from_local(folder, device)
