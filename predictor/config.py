@@ -3,7 +3,7 @@ The variables both services share are parsed by contract.settings.SharedSettings
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -11,7 +11,10 @@ from pydantic_settings import NoDecode
 from contract.settings import SharedSettings
 from contract.variants import VARIANT_NAMES
 
-from .engine.precision import DtypeSetting
+# DTYPE (engine/precision.py). Defined here, not in the engine, so that settings are read and checked
+# before torch is imported: a bad value is refused in a second, not after eight.
+DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPE_CHOICES: tuple[str, ...] = get_args(DtypeSetting)
 
 
 class PredictorSettings(SharedSettings):

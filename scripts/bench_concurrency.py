@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from contract.variants import SAMPLE_RATE
-from predictor.engine.precision import DTYPE_CHOICES, cpu_flags, resolve_precision
+from predictor.config import DTYPE_CHOICES
+from predictor.engine.precision import cpu_flags, resolve_precision
 from scripts.random_weights import write_reference_wav
 
 from .bench_predictor import PredictorClient, PredictorProcess

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 
 from contract.variants import VARIANT_NAMES
-from predictor.config import PredictorSettings
+from predictor.config import DTYPE_CHOICES, PredictorSettings
 from predictor.engine.engine import SPEECH_VOCAB_SIZE, ChatterboxEngine
-from predictor.engine.precision import DTYPE_CHOICES
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the quiet river bank.",

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 
+from ..config import DTYPE_CHOICES
 from .attention import attend_in_float32_on_cpu, use_flow_attention
 
-DtypeSetting = Literal["auto", "float32", "bfloat16", "float16"]
-DTYPE_CHOICES: tuple[str, ...] = get_args(DtypeSetting)
 _NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
