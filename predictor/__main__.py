@@ -5,6 +5,8 @@ value stops the process within a second, with one line naming the variable."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
 
@@ -22,9 +24,6 @@ def read_settings() -> PredictorSettings:
 
 def main(settings: PredictorSettings | None) -> None:
     """`settings` None: --help was asked for, which argparse answers before anything is loaded."""
-    import argparse
-    import logging
-
     import kserve
     from kserve import logging as kserve_logging
     from kserve.model_server import app as kserve_app

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,11 +110,9 @@ def load_model(from_local: Callable[[Path, str], Any], folder: Path, device: str
     and buffer; a load that did not (standard's S3Gen loads with strict=False) makes this load the
     variant again as upstream does, so nothing uninitialised is ever served. A pod that starts or
     restarts is ready that much sooner."""
-    started = time.perf_counter()
     with _without_random_init() as incomplete:
         model = from_local(folder, device)
     if not incomplete:
-        logger.info("%s: built and loaded in %.1f s", name, time.perf_counter() - started)
         return model
     logger.warning(
         "%s: the checkpoint leaves tensors out (%s); loading again with upstream's initialisation",

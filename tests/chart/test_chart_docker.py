@@ -466,17 +466,27 @@ SPELLINGS_LEFT_OUT = {"warn", "trace"}
 
 def test_chart_schema_enums_are_the_settings_choices():
     """Each value the schema restricts to a list is the settings field's `Literal`, so that the chart
-    neither refuses a choice the code takes nor lets through one the code refuses at start-up."""
+    neither refuses a choice the code takes nor lets through one the code refuses at start-up; and
+    each integer's range lies within the field's bounds."""
     schema = json.loads((cr.CHART / "values.schema.json").read_text())
     template = (cr.CHART / "templates" / "inferenceservice.yaml").read_text()
-    env_of_value = dict(re.findall(r"- name: (\w+)\n\s+value: \{\{ \$p\.(\w+)", template))
+    env_of_value = {value: name for name, value in re.findall(r"- name: (\w+)\n\s+value: \{\{ \$p\.(\w+)", template)}
     fields = settings_class("predictor").model_fields
     compared = 0
     for key, spec in schema["properties"]["predictor"]["properties"].items():
-        env = next((name for name, value in env_of_value.items() if value == key), None)
-        if "enum" not in spec or env is None:  # deploymentMode: KServe's, not the predictor's
+        env = env_of_value.get(key)
+        if env is None:  # deploymentMode and the like: KServe's or the pod's, not the predictor's
             continue
-        choices = set(typing.get_args(fields[env.lower()].annotation))
+        field = fields[env.lower()]
+        if spec.get("type") == "integer":
+            bounds = {type(b).__name__: b for b in field.metadata}
+            if "Ge" in bounds:
+                assert spec["minimum"] >= bounds["Ge"].ge, f"predictor.{key}: schema lets {spec['minimum']} through"
+            if "Le" in bounds:
+                assert spec["maximum"] <= bounds["Le"].le, f"predictor.{key}: schema lets {spec['maximum']} through"
+        if "enum" not in spec:
+            continue
+        choices = set(typing.get_args(field.annotation))
         assert set(spec["enum"]) <= choices, f"predictor.{key}: schema {spec['enum']}, {env} {choices}"
         left_out = choices - set(spec["enum"])
         assert left_out <= SPELLINGS_LEFT_OUT, f"predictor.{key}: the schema refuses {left_out}, which {env} takes"

@@ -254,7 +254,7 @@ def wyoming_pcm(events: list[Event]) -> bytes:
 
 
 # Wyoming sends no token cap, so the server's (40) applies: the dialogue on turbo, as a Home Assistant
-# user who picked a turbo voice would hear it, is about half the time of standard's float32 CFG steps.
+# user who picked a turbo voice would hear it, takes the pair of tests 36 s against 92 s on standard.
 WYOMING_VOICE = SynthesizeVoice(name="turbo/en/alice.wav")
 
 
